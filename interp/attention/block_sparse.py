@@ -1,0 +1,176 @@
+"""BigBird-style block-sparse softmax attention.
+
+Layout
+------
+The sequence is cut into blocks of ``block_size`` tokens (``nb`` blocks, the last may be
+short). Query block ``t`` attends key blocks
+
+- local: ``t - local_blocks .. t + local_blocks`` (causal: ``t - local_blocks .. t``);
+- global: the first ``global_blocks`` blocks; their own queries also attend every block;
+- random: ``random_blocks`` further blocks drawn without replacement from the blocks not yet
+  chosen (causal: only earlier ones), from a generator seeded by ``seed`` -- the layout is a
+  deterministic function of ``(seed, nb, causal)``.
+
+With ``causal=True`` the token-level rule ``j <= i`` applies on top (inside the diagonal block).
+
+Computation and memory
+----------------------
+Block by block, never a dense ``[n, n]`` matrix: an index ``[nb, K]`` of the key blocks each
+query block needs (``K = (2 local + 1) + global + random``, padded slots masked) gathers keys
+into ``[nb, K * block_size, d]``; scores are ``[nb, block_size, K * block_size]``, i.e.
+O(n K block_size) memory. Global query blocks are computed densely against all keys
+(``[global_blocks * block_size, n]``). Float32 accumulation, result in ``q.dtype``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp.attention.base import (
+    AttentionImpl,
+    check_qkv,
+    compute_dtype,
+    masked_softmax_attention,
+    safe_softmax,
+)
+from interp.attention.registry import IMPLEMENTATIONS
+
+
+@IMPLEMENTATIONS.register("block_sparse")
+class BlockSparseAttention(AttentionImpl):
+    """BigBird block-sparse attention (local + global + random blocks)."""
+
+    quadratic = False
+
+    def __init__(
+        self,
+        *,
+        block_size: int = 64,
+        local_blocks: int = 1,
+        global_blocks: int = 1,
+        random_blocks: int = 1,
+        seed: int = 0,
+        scale: float | None = None,
+        d_head: int = 64,
+    ) -> None:
+        super().__init__(scale=scale, d_head=d_head)
+        if not (isinstance(block_size, int) and block_size >= 1):
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        for opt, val in (("local_blocks", local_blocks), ("global_blocks", global_blocks),
+                         ("random_blocks", random_blocks)):
+            if not (isinstance(val, int) and val >= 0):
+                raise ValueError(f"{opt} must be a non-negative int, got {val!r}")
+        self.block_size = block_size
+        self.local_blocks = local_blocks
+        self.global_blocks = global_blocks
+        self.random_blocks = random_blocks
+        self.seed = int(seed)
+        self._layouts: dict[tuple[int, bool], list[list[int]]] = {}
+
+    # -- layout --------------------------------------------------------------------------
+    def layout(self, nb: int, causal: bool) -> list[list[int]]:
+        """Key blocks (sorted) of each non-global query block; global query blocks get ``[]``
+        (they attend everything). Deterministic in ``(seed, nb, causal)``."""
+        key = (nb, causal)
+        if key in self._layouts:
+            return self._layouts[key]
+        gen = torch.Generator().manual_seed(self.seed)
+        n_glob = min(self.global_blocks, nb)
+        rows: list[list[int]] = []
+        for t in range(nb):
+            if t < n_glob:
+                rows.append([])
+                continue
+            hi = t if causal else min(nb - 1, t + self.local_blocks)
+            chosen = set(range(max(0, t - self.local_blocks), hi + 1)) | set(range(n_glob))
+            cands = [c for c in range(t if causal else nb) if c not in chosen]
+            if cands and self.random_blocks:
+                perm = torch.randperm(len(cands), generator=gen)[: self.random_blocks]
+                chosen |= {cands[int(p)] for p in perm}
+            rows.append(sorted(chosen))
+        self._layouts[key] = rows
+        return rows
+
+    def block_mask(self, nb: int, causal: bool) -> Tensor:
+        """``[nb, nb]`` bool: query block attends key block (before the token-level causal rule)."""
+        m = torch.zeros(nb, nb, dtype=torch.bool)
+        for t, row in enumerate(self.layout(nb, causal)):
+            if t < min(self.global_blocks, nb):
+                m[t] = True
+            else:
+                m[t, row] = True
+        return m
+
+    # -- forward -------------------------------------------------------------------------
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+        b, h, hk, n, d = check_qkv(q, k, v)
+        g, dv, bs = h // hk, v.shape[-1], self.block_size
+        ct, dev = compute_dtype(q.dtype), q.device
+        scale = self.get_scale(d)
+        nb = -(-n // bs)
+        pad = nb * bs - n
+        rows = self.layout(nb, causal)
+        kmax = max(1, max(len(r) for r in rows))
+        idx = torch.zeros(nb, kmax, dtype=torch.long)
+        slot_ok = torch.zeros(nb, kmax, dtype=torch.bool)
+        for t, row in enumerate(rows):
+            idx[t, : len(row)] = torch.tensor(row, dtype=torch.long)
+            slot_ok[t, : len(row)] = True
+        idx, slot_ok = idx.to(dev), slot_ok.to(dev)
+
+        qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
+        qg = F.pad(qf.reshape(b, hk, g, n, d), (0, 0, 0, pad))
+        qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
+        kb = F.pad(kf, (0, 0, 0, pad)).view(b, hk, nb, bs, d)
+        vb = F.pad(vf, (0, 0, 0, pad)).view(b, hk, nb, bs, dv)
+        kg = kb[:, :, idx].reshape(b, hk, nb, kmax * bs, d)  # gathered key blocks
+        vg = vb[:, :, idx].reshape(b, hk, nb, kmax * bs, dv)
+
+        s = torch.matmul(qb, kg.transpose(-1, -2)) * scale  # [b, hk, nb, g*bs, K*bs]
+        s = s.view(b, hk, nb, g, bs, kmax * bs)
+        kpos = (idx[:, :, None] * bs + torch.arange(bs, device=dev)).reshape(nb, kmax * bs)
+        qpos = torch.arange(nb * bs, device=dev).view(nb, bs)
+        ok = (slot_ok[:, :, None].expand(nb, kmax, bs).reshape(nb, kmax * bs) & (kpos < n))
+        ok = ok[:, None, :].expand(nb, bs, kmax * bs)
+        if causal:
+            ok = ok & (kpos[:, None, :] <= qpos[:, :, None])  # [nb, bs, K*bs]
+        p = safe_softmax(s.masked_fill(~ok[:, None], float("-inf")), dim=-1)
+        out = torch.matmul(p.view(b, hk, nb, g * bs, kmax * bs), vg)  # [b, hk, nb, g*bs, dv]
+        out = out.view(b, hk, nb, g, bs, dv).transpose(2, 3).reshape(b, h, nb * bs, dv)[:, :, :n]
+
+        n_gq = min(self.global_blocks * bs, n)
+        if n_gq:  # global query blocks attend every key: [b, h, n_gq, n]
+            gq = torch.arange(n_gq, device=dev)
+            j = torch.arange(n, device=dev)[None, :]
+            mask = (j <= gq[:, None]) if causal else torch.ones(n_gq, n, dtype=torch.bool, device=dev)
+            rows_out, _ = masked_softmax_attention(qf[:, :, :n_gq], kf, vf, mask, scale)
+            out = out.index_copy(2, gq, rows_out)
+        return out.to(q.dtype)
+
+    # -- references ----------------------------------------------------------------------
+    def _allowed(self, n: int, causal: bool, device) -> Tensor:
+        nb = -(-n // self.block_size)
+        blk = torch.arange(n) // self.block_size
+        allowed = self.block_mask(nb, causal)[blk][:, blk].to(device)  # [n, n]
+        if causal:
+            allowed &= torch.ones(n, n, dtype=torch.bool, device=device).tril()
+        return allowed
+
+    def _dense(self, q, k, v, causal):
+        check_qkv(q, k, v)
+        mask = self._allowed(q.shape[2], causal, q.device)
+        return masked_softmax_attention(q, k, v, mask, self.get_scale(q.shape[-1]))
+
+    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[0].to(q.dtype)
+
+    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[1].to(q.dtype)  # [b, h, n, n]
+
+    def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
+        """Keys/values a causal decoder reads per token: ``(local + 1 + global + random)``
+        blocks, capped at ``seq_len``."""
+        n, d = self._state_args(seq_len, d_head)
+        blocks = self.local_blocks + 1 + self.global_blocks + self.random_blocks
+        return 2 * d * min(n, blocks * self.block_size)

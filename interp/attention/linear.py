@@ -1,0 +1,254 @@
+"""Linear attention in three forms: parallel, recurrent, chunked.
+
+Math
+----
+With a feature map ``phi`` (:mod:`interp.attention.feature_maps`) and ``v' = [v, 1]``::
+
+    num_i = sum_{j in J(i)} (phi(q_i) . phi(k_j)) v'_j  = phi(q_i) S_i,   S_i = sum_{j in J(i)} phi(k_j) v'_j^T
+    out_i = num_i[:dv] / (num_i[dv] + eps)
+
+``J(i) = {j <= i}`` when causal, all positions (global sums) otherwise. The last column of the
+state ``S [feature_dim, d_head_v + 1]`` is the normaliser ``sum_j phi(k_j)``, so numerator and
+denominator come out of one matmul. Everything is accumulated in float32 (float64 stays
+float64); ``eps`` keeps rows with an all-zero kernel finite (they give 0).
+
+Forms (one signature, same result)
+----------------------------------
+- ``parallel``: the masked ``[n, n]`` kernel matrix (quadratic time and memory).
+- ``recurrent``: token by token, carrying ``S`` (O(n) time, a Python loop: for tests and
+  decoding, not for speed).
+- ``chunked``: the sequence is cut into chunks of ``chunk_size``; inside a chunk the masked
+  ``[C, C]`` kernel (all chunks in one batched matmul), across chunks the state: the per-chunk
+  ``phi(k)^T v'`` is summed with an exclusive cumsum over chunks. Time O(n C f + n f dv),
+  memory O(n C + (n / C) f dv).
+
+All forms take ``state=`` (a :class:`LinearState` from an earlier call) and
+``return_state=True`` returns ``(out, state)``: a sequence split in two and resumed gives the same
+output as one call. Positions continue from ``state.pos`` (cosFormer needs them).
+
+GQA: the state and key features are per kv head (feature maps are shared by all heads); query
+features are grouped ``[b, kv_heads, group, n, f]`` against them, so nothing is repeated.
+Decoding state per head: ``feature_dim * d_head + feature_dim`` floats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp.attention.base import AttentionImpl, check_qkv, compute_dtype, repeat_kv
+from interp.attention.feature_maps import FEATURE_MAPS, FeatureMap
+from interp.attention.registry import IMPLEMENTATIONS, keyword_options
+from interp.attention.softmax import dense_mask
+
+FORMS = ("parallel", "recurrent", "chunked")
+
+
+@dataclass
+class LinearState:
+    """Carried linear-attention state.
+
+    ``kv [batch, kv_heads, feature_dim, d_head_v + 1]``: ``sum_j phi(k_j) v_j^T`` with the
+    normaliser ``sum_j phi(k_j)`` as its last column; ``pos``: tokens consumed so far.
+    """
+
+    kv: Tensor
+    pos: int
+
+
+@IMPLEMENTATIONS.register("linear")
+class LinearAttention(AttentionImpl):
+    """Kernelised linear attention. Options: ``feature_map`` (see ``FEATURE_MAPS.names()``),
+    ``form`` (parallel / recurrent / chunked), ``chunk_size``, ``eps``, ``scale``, ``d_head``, and
+    the chosen feature map's own options (e.g. ``n_features`` for performer)."""
+
+    def __init__(
+        self,
+        *,
+        feature_map: str = "elu",
+        form: str = "chunked",
+        chunk_size: int = 64,
+        eps: float = 1e-6,
+        scale: float | None = None,
+        d_head: int = 64,
+        **feature_options: Any,
+    ) -> None:
+        super().__init__(scale=scale, d_head=d_head)
+        if form not in FORMS:
+            raise ValueError(f"unknown form {form!r} for 'linear'; valid forms: {', '.join(FORMS)}")
+        if not (isinstance(chunk_size, int) and chunk_size >= 1):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        cls = FEATURE_MAPS.get_class(feature_map)
+        valid = keyword_options(cls)
+        unknown = sorted(set(feature_options) - set(valid))
+        if unknown:
+            own = [o for o in self.option_defaults()]
+            raise ValueError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for 'linear' with "
+                f"feature_map={feature_map!r}; valid options: {', '.join(own + list(valid))}"
+            )
+        self.feature_map = feature_map
+        self.form = form
+        self.chunk_size = chunk_size
+        self.eps = float(eps)
+        self.phi: FeatureMap = cls(d_head, **feature_options)
+        self.quadratic = form == "parallel"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.phi.describe()}
+
+    # -- features ------------------------------------------------------------------------
+    def _features(self, q: Tensor, k: Tensor, pos: int) -> tuple[Tensor, Tensor]:
+        """q ``[b, h, n, d]``, k ``[b, hk, n, d]`` -> ``phi(q) [b, hk, g, n, f]``, ``phi(k) [b, hk, n, f]``."""
+        b, h, n, d = q.shape
+        hk = k.shape[1]
+        self.phi.check_d_head(d)
+        ct = compute_dtype(q.dtype)
+        positions = torch.arange(pos, pos + n, device=q.device)
+        kw = dict(scale=self.get_scale(d), positions=positions, length=pos + n)
+        fq = self.phi(q.to(ct), is_query=True, **kw)
+        fk = self.phi(k.to(ct), is_query=False, **kw)
+        return fq.reshape(b, hk, h // hk, n, -1), fk
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(  # type: ignore[override]
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        causal: bool = True,
+        *,
+        state: LinearState | None = None,
+        return_state: bool = False,
+    ) -> Tensor | tuple[Tensor, LinearState]:
+        """q ``[b, h, n, d]``, k ``[b, hk, n, d]``, v ``[b, hk, n, dv]`` -> out ``[b, h, n, dv]``
+        (and the new :class:`LinearState` when ``return_state``)."""
+        b, h, hk, n, d = check_qkv(q, k, v)
+        dv = v.shape[-1]
+        pos = 0
+        if state is not None:
+            if not isinstance(state, LinearState):
+                raise ValueError(f"state must be a LinearState, got {type(state).__name__}")
+            f = self.phi.dim(d)
+            if tuple(state.kv.shape) != (b, hk, f, dv + 1):
+                raise ValueError(
+                    f"state.kv has shape {tuple(state.kv.shape)}, expected {(b, hk, f, dv + 1)} "
+                    "[batch, kv_heads, feature_dim, d_head_v + 1]"
+                )
+            if self.phi.needs_fixed_length:
+                raise ValueError(
+                    f"feature_map={self.feature_map!r} depends on the total length; pass "
+                    "max_len=... to resume from a state"
+                )
+            pos = state.pos
+        fq, fk = self._features(q, k, pos)
+        ct = fq.dtype
+        v1 = torch.cat([v.to(ct), torch.ones_like(v[..., :1], dtype=ct)], dim=-1)  # [b, hk, n, dv+1]
+        s0 = None if state is None else state.kv.to(ct)
+        run = {"parallel": _parallel, "recurrent": _recurrent, "chunked": _chunked}[self.form]
+        num, s_new = run(fq, fk, v1, s0, bool(causal), self.chunk_size)  # [b, hk, g, n, dv+1]
+        out = num[..., :dv] / (num[..., dv:] + self.eps)
+        out = out.reshape(b, h, n, dv).to(q.dtype)
+        if return_state:
+            return out, LinearState(kv=s_new, pos=pos + n)
+        return out
+
+    # -- references ----------------------------------------------------------------------
+    def _dense_weights(self, q: Tensor, k: Tensor, causal: bool) -> Tensor:
+        """Unnormalised masked kernel ``[b, h, n, n]`` from the kernel's definition."""
+        b, h, hk, n, d = check_qkv(q, k, k)
+        self.phi.check_d_head(d)
+        ct = compute_dtype(q.dtype)
+        positions = torch.arange(n, device=q.device)
+        kern = self.phi.kernel(
+            q.to(ct), repeat_kv(k, h // hk).to(ct),
+            scale=self.get_scale(d), positions=positions, length=n,
+        )
+        return kern * dense_mask(n, causal, q.device)
+
+    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        check_qkv(q, k, v)
+        w = self._dense_weights(q, k, causal)
+        vv = repeat_kv(v, q.shape[1] // k.shape[1]).to(w.dtype)
+        out = torch.matmul(w, vv) / (w.sum(-1, keepdim=True) + self.eps)
+        return out.to(q.dtype)
+
+    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        check_qkv(q, k, v)
+        w = self._dense_weights(q, k, causal)
+        return (w / (w.sum(-1, keepdim=True) + self.eps)).to(q.dtype)  # [b, h, n, n]
+
+    def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
+        _, d = self._state_args(seq_len, d_head)
+        f = self.phi.dim(d)
+        return f * d + f
+
+
+# -- the three forms: fq [b, hk, g, n, f], fk [b, hk, n, f], v1 [b, hk, n, e], s0 [b, hk, f, e] --
+# Each returns (num [b, hk, g, n, e], new state [b, hk, f, e]).
+
+
+def _parallel(fq, fk, v1, s0, causal, chunk_size):
+    a = torch.matmul(fq, fk.unsqueeze(2).transpose(-1, -2))  # [b, hk, g, n, n]
+    if causal:
+        a = torch.tril(a)
+    num = torch.matmul(a, v1.unsqueeze(2))
+    s_new = torch.matmul(fk.transpose(-1, -2), v1)  # [b, hk, f, e]
+    if s0 is not None:
+        num = num + torch.matmul(fq, s0.unsqueeze(2))
+        s_new = s_new + s0
+    return num, s_new
+
+
+def _recurrent(fq, fk, v1, s0, causal, chunk_size):
+    b, hk, g, n, f = fq.shape
+    e = v1.shape[-1]
+    s = fq.new_zeros(b, hk, f, e) if s0 is None else s0
+    if not causal:
+        for t in range(n):
+            s = s + fk[:, :, t, :, None] * v1[:, :, t, None, :]
+        return torch.matmul(fq, s.unsqueeze(2)), s
+    outs = []
+    for t in range(n):
+        s = s + fk[:, :, t, :, None] * v1[:, :, t, None, :]  # [b, hk, f, e]
+        outs.append(torch.matmul(fq[:, :, :, t, None, :], s.unsqueeze(2)))  # [b, hk, g, 1, e]
+    return torch.cat(outs, dim=3), s
+
+
+def _chunked(fq, fk, v1, s0, causal, chunk_size):
+    b, hk, g, n, f = fq.shape
+    e = v1.shape[-1]
+    if not causal:
+        s = torch.matmul(fk.transpose(-1, -2), v1)
+        if s0 is not None:
+            s = s + s0
+        return torch.matmul(fq, s.unsqueeze(2)), s
+    c = min(chunk_size, n)
+    nc = -(-n // c)
+    pad = nc * c - n
+    if pad:  # zero features / values: padded keys add nothing, padded queries are dropped
+        fq = F.pad(fq, (0, 0, 0, pad))
+        fk = F.pad(fk, (0, 0, 0, pad))
+        v1 = F.pad(v1, (0, 0, 0, pad))
+    qc = fq.reshape(b, hk, g, nc, c, f)
+    kc = fk.reshape(b, hk, nc, c, f)
+    vc = v1.reshape(b, hk, nc, c, e)
+    # intra-chunk: masked [c, c] kernels of all chunks in one batched matmul
+    a = torch.tril(torch.matmul(qc, kc.unsqueeze(2).transpose(-1, -2)))  # [b, hk, g, nc, c, c]
+    num = torch.matmul(a, vc.unsqueeze(2))  # [b, hk, g, nc, c, e]
+    # inter-chunk: state before each chunk = exclusive cumsum of per-chunk phi(k)^T v'
+    kv = torch.matmul(kc.transpose(-1, -2), vc)  # [b, hk, nc, f, e]
+    cum = torch.cumsum(kv, dim=2)
+    before = torch.cat([torch.zeros_like(kv[:, :, :1]), cum[:, :, :-1]], dim=2)
+    s_new = cum[:, :, -1]
+    if s0 is not None:
+        before = before + s0.unsqueeze(2)
+        s_new = s_new + s0
+    num = num + torch.matmul(qc, before.unsqueeze(2))
+    num = num.reshape(b, hk, g, nc * c, e)[:, :, :, :n]
+    return num, s_new

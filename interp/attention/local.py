@@ -1,0 +1,227 @@
+"""Local softmax attention: sliding window (+ Longformer global tokens) and sink + window.
+
+Allowed sets (query ``i``, key ``j``; with ``causal=True`` additionally ``j <= i``):
+
+- ``sliding_window``: ``|i - j| < window`` -- i.e. keys ``(i - w, i]`` when causal, and the
+  symmetric band ``(i - w, i + w)`` (``2w - 1`` keys) when bidirectional. (Longformer instead
+  splits ``w`` as ``w/2`` per side; we keep one meaning of ``window`` in both directions, so the
+  causal window is the left half of the bidirectional one.) Positions in ``global_tokens``
+  attend to every key and are attended by every query (Longformer), still subject to causality.
+- ``sink_window`` (StreamingLLM): keys ``[0, n_sink)`` plus the window ``|i - j| < window``.
+
+Computation and memory
+----------------------
+Never a dense ``[n, n]`` matrix. Queries are cut into blocks of ``B`` positions; block ``t``
+needs keys ``[tB - w + 1, tB + B - 1]`` (causal) or up to ``tB + B + w - 2`` (bidirectional):
+a contiguous span of ``B + w - 1`` (``B + 2w - 2``) keys, read as an ``unfold`` view of the
+zero-padded keys. Scores are ``[blocks, B, span]``, i.e. O(n (w + B)) memory and time. Extra
+keys (globals, sinks; ``G`` of them) add ``[n, G]`` scores that join the same softmax; a key
+already inside the band is masked there so nothing is counted twice. Global query rows are
+recomputed densely against all keys: ``[G, n]``. Masked entries are ``-inf`` and rows with no
+allowed key (only padding rows) give zeros through :func:`~interp.attention.base.safe_softmax`.
+Inputs are computed in float32 (float64 stays) and the result is cast back to ``q.dtype``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp.attention.base import (
+    AttentionImpl,
+    check_qkv,
+    compute_dtype,
+    masked_softmax_attention,
+    safe_softmax,
+)
+from interp.attention.registry import IMPLEMENTATIONS
+
+
+def band_mask(qpos: Tensor, kpos: Tensor, window: int, causal: bool) -> Tensor:
+    """Bool, broadcast of ``qpos`` and ``kpos``: True where ``|i - j| < window`` (and ``j <= i``)."""
+    diff = qpos - kpos
+    if causal:
+        return (diff >= 0) & (diff < window)
+    return diff.abs() < window
+
+
+def local_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    window: int,
+    causal: bool,
+    scale: float,
+    extra_keys: Sequence[int] = (),
+    global_queries: Sequence[int] = (),
+    block: int | None = None,
+) -> Tensor:
+    """Blocked band attention.
+
+    q ``[b, h, n, d]``, k ``[b, hk, n, d]``, v ``[b, hk, n, dv]`` -> ``[b, h, n, dv]`` (compute
+    dtype). ``extra_keys``: positions every query may attend (outside its band); ``global_queries``:
+    positions whose rows attend every key. Positions ``>= n`` are ignored.
+    """
+    b, h, hk, n, d = check_qkv(q, k, v)
+    g, dv = h // hk, v.shape[-1]
+    ct = compute_dtype(q.dtype)
+    dev = q.device
+    q, k, v = q.to(ct), k.to(ct), v.to(ct)
+    w = min(window, n)
+    bs = min(n, block or min(128, max(16, w)))
+    nb = -(-n // bs)
+    back = nb * bs - n
+    left = w - 1
+    right = 0 if causal else w - 1
+    span = bs + left + right
+
+    # queries grouped per kv head and block: [b, hk, nb, g*bs, d]
+    qg = F.pad(q.reshape(b, hk, g, n, d), (0, 0, 0, back))
+    qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
+    kp = F.pad(k, (0, 0, left, back + right))
+    vp = F.pad(v, (0, 0, left, back + right))
+    kw = kp.unfold(2, span, bs)  # [b, hk, nb, d, span] view
+    vw = vp.unfold(2, span, bs).transpose(-1, -2)  # [b, hk, nb, span, dv] view
+
+    s = torch.matmul(qb, kw) * scale  # [b, hk, nb, g*bs, span]
+    s = s.view(b, hk, nb, g, bs, span)
+    a = torch.arange(bs, device=dev)
+    c = torch.arange(span, device=dev)
+    blk = torch.arange(nb, device=dev)[:, None] * bs
+    kpos = blk + c[None, :] - left  # [nb, span]
+    qpos = blk + a[None, :]  # [nb, bs]
+    allowed = band_mask(qpos[:, :, None], kpos[:, None, :], w, causal)
+    allowed &= ((kpos >= 0) & (kpos < n))[:, None, :]  # [nb, bs, span]
+    s = s.masked_fill(~allowed[:, None], float("-inf"))
+
+    ex = torch.tensor(sorted({int(p) for p in extra_keys if 0 <= int(p) < n}), dtype=torch.long)
+    ex = ex.to(dev)
+    if ex.numel():
+        ke, ve = k[:, :, ex], v[:, :, ex]  # [b, hk, G, d(v)]
+        se = torch.matmul(qg, ke.unsqueeze(2).transpose(-1, -2)) * scale  # [b, hk, g, nb*bs, G]
+        qp = torch.arange(nb * bs, device=dev)[:, None]
+        ok = ~band_mask(qp, ex[None, :], w, causal) & ((ex[None, :] <= qp) if causal else True)
+        se = se.masked_fill(~ok, float("-inf"))
+        se = se.view(b, hk, g, nb, bs, -1).transpose(2, 3)  # [b, hk, nb, g, bs, G]
+        p = safe_softmax(torch.cat([s, se], dim=-1), dim=-1)
+        ps, pe = p[..., :span], p[..., span:]
+        out = torch.matmul(ps.reshape(b, hk, nb, g * bs, span), vw)
+        out = out + torch.matmul(pe.reshape(b, hk, nb, g * bs, -1), ve.unsqueeze(2))
+    else:
+        p = safe_softmax(s, dim=-1)
+        out = torch.matmul(p.reshape(b, hk, nb, g * bs, span), vw)  # [b, hk, nb, g*bs, dv]
+    out = out.view(b, hk, nb, g, bs, dv).transpose(2, 3).reshape(b, h, nb * bs, dv)[:, :, :n]
+
+    gq = torch.tensor(sorted({int(p) for p in global_queries if 0 <= int(p) < n}), dtype=torch.long)
+    gq = gq.to(dev)
+    if gq.numel():  # global rows attend every (allowed) key: [b, h, G, n]
+        mask = (torch.arange(n, device=dev)[None, :] <= gq[:, None]) if causal else None
+        if mask is None:
+            mask = torch.ones(gq.numel(), n, dtype=torch.bool, device=dev)
+        rows, _ = masked_softmax_attention(q[:, :, gq], k, v, mask, scale)
+        out = out.index_copy(2, gq, rows)
+    return out
+
+
+def _positions(name: str, value: Iterable[int] | None) -> tuple[int, ...]:
+    vals = tuple(value or ())
+    if not all(isinstance(p, int) and p >= 0 for p in vals):
+        raise ValueError(f"{name} must be non-negative int positions, got {value!r}")
+    return tuple(sorted(set(vals)))
+
+
+class _LocalBase(AttentionImpl):
+    quadratic = False
+    window: int
+
+    def _allowed(self, n: int, causal: bool, device) -> Tensor:
+        raise NotImplementedError
+
+    def _dense(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+        check_qkv(q, k, v)
+        mask = self._allowed(q.shape[2], causal, q.device)
+        return masked_softmax_attention(q, k, v, mask, self.get_scale(q.shape[-1]))
+
+    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[0].to(q.dtype)
+
+    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[1].to(q.dtype)  # [b, h, n, n]
+
+
+def _check_window(window: int) -> None:
+    if not (isinstance(window, int) and window >= 1):
+        raise ValueError(f"window must be a positive int, got {window!r}")
+
+
+@IMPLEMENTATIONS.register("sliding_window")
+class SlidingWindowAttention(_LocalBase):
+    """Band attention ``|i - j| < window`` plus Longformer ``global_tokens``."""
+
+    def __init__(
+        self,
+        *,
+        window: int = 256,
+        global_tokens: Sequence[int] = (),
+        scale: float | None = None,
+        d_head: int = 64,
+    ) -> None:
+        super().__init__(scale=scale, d_head=d_head)
+        _check_window(window)
+        self.window = window
+        self.global_tokens = _positions("global_tokens", global_tokens)
+
+    def _forward(self, q, k, v, causal):
+        out = local_attention(
+            q, k, v, window=self.window, causal=causal, scale=self.get_scale(q.shape[-1]),
+            extra_keys=self.global_tokens, global_queries=self.global_tokens,
+        )
+        return out.to(q.dtype)
+
+    def _allowed(self, n, causal, device):
+        i = torch.arange(n, device=device)[:, None]
+        j = torch.arange(n, device=device)[None, :]
+        glob = torch.zeros(n, dtype=torch.bool, device=device)
+        glob[[p for p in self.global_tokens if p < n]] = True
+        allowed = (i - j).abs() < self.window
+        allowed = allowed | glob[:, None] | glob[None, :]
+        return allowed & (j <= i) if causal else allowed
+
+    def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
+        n, d = self._state_args(seq_len, d_head)
+        return 2 * d * min(n, self.window + len(self.global_tokens))
+
+
+@IMPLEMENTATIONS.register("sink_window")
+class SinkWindowAttention(_LocalBase):
+    """StreamingLLM: keys ``[0, n_sink)`` plus the window ``|i - j| < window``."""
+
+    def __init__(
+        self, *, n_sink: int = 4, window: int = 256, scale: float | None = None, d_head: int = 64
+    ) -> None:
+        super().__init__(scale=scale, d_head=d_head)
+        _check_window(window)
+        if not (isinstance(n_sink, int) and n_sink >= 0):
+            raise ValueError(f"n_sink must be a non-negative int, got {n_sink!r}")
+        self.n_sink = n_sink
+        self.window = window
+
+    def _forward(self, q, k, v, causal):
+        out = local_attention(
+            q, k, v, window=self.window, causal=causal, scale=self.get_scale(q.shape[-1]),
+            extra_keys=range(min(self.n_sink, q.shape[2])),
+        )
+        return out.to(q.dtype)
+
+    def _allowed(self, n, causal, device):
+        i = torch.arange(n, device=device)[:, None]
+        j = torch.arange(n, device=device)[None, :]
+        allowed = ((i - j).abs() < self.window) | (j < self.n_sink)
+        return allowed & (j <= i) if causal else allowed
+
+    def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
+        n, d = self._state_args(seq_len, d_head)
+        return 2 * d * min(n, self.n_sink + self.window)
