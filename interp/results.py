@@ -132,8 +132,13 @@ class Sweep:
         """Append one finished point with its result fields."""
         line = json.dumps({"key": point_key(point), "point": point, "result": result},
                           default=str)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
         with open(self.path, "a") as fh:
-            fh.write(line + "\n")
+            fh.write(("\n" if torn else "") + line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
