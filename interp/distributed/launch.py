@@ -1,0 +1,173 @@
+"""Start a function on several local processes inside an initialised process group.
+
+Architecture
+------------
+:func:`run_distributed` is the one way tests, benchmarks and ``interp run --nproc N`` start
+multi-process work on one machine:
+
+1. The parent asks the OS for a free TCP port (bind to port 0) and starts ``nprocs`` processes
+   with the ``spawn`` start method (safe with threads and CUDA), passing ``MASTER_ADDR=127.0.0.1``
+   and ``MASTER_PORT`` in each child's environment.
+2. Each child initialises a process group (``backend``: default gloo, i.e. CPU tensors; pass
+   ``"nccl"`` for CUDA tensors), calls ``fn(rank, world_size, *args)``, pickles the return value
+   *itself* (plain bytes, so tensors do not depend on shared memory of a process that exits) and
+   puts ``(rank, ok, payload)`` on a result queue -- the formatted traceback when ``fn`` raised.
+   The process group is destroyed in a ``finally`` block either way.
+3. The parent drains the queue while watching the deadline and the children's exit codes. The
+   first failure (an exception in a rank, a rank that died without reporting, or the timeout)
+   terminates the remaining children -- which would otherwise hang in a collective waiting for
+   the failed rank -- and raises :class:`DistributedError` naming the rank, with its traceback.
+
+``fn`` and ``args`` must be picklable (a module-level function); results must be picklable.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import queue as queue_mod
+import socket
+import time
+import traceback
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch.multiprocessing as mp
+
+__all__ = ["run_distributed", "DistributedError", "free_port"]
+
+
+_GRACE_S = 2.0
+
+
+class DistributedError(RuntimeError):
+    """A rank failed, died, or the run timed out; the message names the rank(s)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, backend, timeout, num_threads, fn, args, results):
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout)
+        )
+        payload = pickle.dumps(fn(rank, world_size, *args))
+        results.put((rank, True, payload))
+    except BaseException:  # report everything, including KeyboardInterrupt / SystemExit
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_distributed(
+    fn: Callable[..., Any],
+    nprocs: int,
+    *args: Any,
+    backend: str | None = None,
+    timeout: float = 300.0,
+    num_threads: int | None = None,
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``nprocs`` local processes; per-rank results.
+
+    Args:
+        fn: picklable (module-level) function; its return value must be picklable.
+        nprocs: number of processes (the world size).
+        backend: torch.distributed backend, default ``"gloo"`` (CPU tensors). Use
+            ``interp.distributed.comm.default_backend(device)`` to pick one for a device.
+        timeout: seconds for the whole run (also the process group's collective timeout).
+        num_threads: ``torch.set_num_threads`` in each child (None: torch's default).
+
+    Returns:
+        ``[result of rank 0, ..., result of rank nprocs - 1]``.
+
+    Raises:
+        DistributedError: a rank raised (message has its traceback), died without reporting,
+            or the run exceeded ``timeout``. The other processes are terminated first.
+    """
+    if nprocs < 1:
+        raise ValueError(f"nprocs must be >= 1, got {nprocs}")
+    backend = backend or "gloo"
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(rank, nprocs, port, backend, timeout, num_threads, fn, args, results),
+            daemon=True,
+        )
+        for rank in range(nprocs)
+    ]
+    for p in procs:
+        p.start()
+    out: dict[int, Any] = {}
+    failures: dict[int, str] = {}  # rank -> what went wrong
+    deadline = time.monotonic() + timeout
+    grace_end = None  # after a first failure, collect the others briefly (root cause first)
+    try:
+        while len(out) + len(failures) < nprocs:
+            now = time.monotonic()
+            if grace_end is not None and now > grace_end:
+                break
+            try:
+                rank, ok, payload = results.get(timeout=0.05)
+            except queue_mod.Empty:
+                silent = [
+                    r for r, p in enumerate(procs)
+                    if r not in out and r not in failures and p.exitcode is not None
+                ]
+                if silent:
+                    try:  # a rank may have reported just before exiting: drain it first
+                        rank, ok, payload = results.get(timeout=1.0)
+                    except queue_mod.Empty:
+                        for r in silent:
+                            failures[r] = (
+                                f"rank {r} (exit code {procs[r].exitcode}) exited without "
+                                "reporting a result"
+                            )
+                        grace_end = grace_end or time.monotonic() + _GRACE_S
+                        continue
+                elif now > deadline:
+                    missing = [r for r in range(nprocs) if r not in out and r not in failures]
+                    failures[-1] = f"timed out after {timeout:.0f}s waiting for rank(s) {missing}"
+                    break
+                else:
+                    continue
+            if ok:
+                out[rank] = pickle.loads(payload)
+            else:
+                failures[rank] = f"rank {rank} of {nprocs} failed:\n{payload}"
+                grace_end = grace_end or time.monotonic() + _GRACE_S
+        if failures:
+            # Ranks that died or raised first are usually the cause; the others often only
+            # report a broken connection to them.
+            ordered = sorted(failures.items(), key=lambda item: ("Connection" in item[1], item[0]))
+            raise DistributedError("\n".join(msg for _, msg in ordered))
+    finally:
+        for p in procs:
+            if p.is_alive() and len(out) < nprocs:  # failed run: others may hang
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        results.close()
+    return [out[r] for r in range(nprocs)]
