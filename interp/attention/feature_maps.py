@@ -116,7 +116,8 @@ def orthogonal_gaussian(m: int, d: int, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     blocks = []
     for _ in range(math.ceil(m / d)):
-        qmat, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+        qmat, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+        qmat = qmat * torch.sign(torch.diagonal(r))  # sign fix: Haar-distributed directions
         blocks.append(qmat.T)
     w = torch.cat(blocks, 0)[:m]
     norms = torch.randn(m, d, generator=g, dtype=torch.float64).norm(dim=1, keepdim=True)

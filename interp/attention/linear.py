@@ -45,6 +45,8 @@ from interp.attention.registry import IMPLEMENTATIONS, keyword_options
 from interp.attention.softmax import dense_mask
 
 FORMS = ("parallel", "recurrent", "chunked")
+#: causal chunked calls run over segments of about this many q floats (b * h * seg * d)
+_SEGMENT_FLOATS = 1 << 18
 
 
 @dataclass
@@ -103,14 +105,14 @@ class LinearAttention(AttentionImpl):
         return {**super().describe(), **self.phi.describe()}
 
     # -- features ------------------------------------------------------------------------
-    def _features(self, q: Tensor, k: Tensor, pos: int) -> tuple[Tensor, Tensor]:
+    def _features(self, q: Tensor, k: Tensor, pos: int, length: int) -> tuple[Tensor, Tensor]:
         """q ``[b, h, n, d]``, k ``[b, hk, n, d]`` -> ``phi(q) [b, hk, g, n, f]``, ``phi(k) [b, hk, n, f]``."""
         b, h, n, d = q.shape
         hk = k.shape[1]
         self.phi.check_d_head(d)
         ct = compute_dtype(q.dtype)
         positions = torch.arange(pos, pos + n, device=q.device)
-        kw = dict(scale=self.get_scale(d), positions=positions, length=pos + n)
+        kw = dict(scale=self.get_scale(d), positions=positions, length=length)
         fq = self.phi(q.to(ct), is_query=True, **kw)
         fk = self.phi(k.to(ct), is_query=False, **kw)
         return fq.reshape(b, hk, h // hk, n, -1), fk
@@ -146,17 +148,38 @@ class LinearAttention(AttentionImpl):
                     "max_len=... to resume from a state"
                 )
             pos = state.pos
-        fq, fk = self._features(q, k, pos)
-        ct = fq.dtype
-        v1 = torch.cat([v.to(ct), torch.ones_like(v[..., :1], dtype=ct)], dim=-1)  # [b, hk, n, dv+1]
-        s0 = None if state is None else state.kv.to(ct)
-        run = {"parallel": _parallel, "recurrent": _recurrent, "chunked": _chunked}[self.form]
-        num, s_new = run(fq, fk, v1, s0, bool(causal), self.chunk_size)  # [b, hk, g, n, dv+1]
-        out = num[..., :dv] / (num[..., dv:] + self.eps)
+        s0 = None if state is None else state.kv.to(compute_dtype(q.dtype))
+        if self.form == "chunked" and causal:
+            # segments of a few hundred tokens keep the working set in cache; the state is
+            # carried from one to the next exactly as in a split-and-resume call
+            seg = max(self.chunk_size, (_SEGMENT_FLOATS // max(1, b * h * d)))
+            seg = seg // self.chunk_size * self.chunk_size
+            outs = []
+            for st in range(0, n, seg):
+                sl = slice(st, st + seg)
+                o, s0 = self._run(q[:, :, sl], k[:, :, sl], v[:, :, sl], True, s0, pos + st, pos + n)
+                outs.append(o)
+            out = torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]
+            s_new = s0
+        else:
+            out, s_new = self._run(q, k, v, bool(causal), s0, pos, pos + n)
         out = out.reshape(b, h, n, dv).to(q.dtype)
         if return_state:
             return out, LinearState(kv=s_new, pos=pos + n)
         return out
+
+    def _run(self, q, k, v, causal, s0, pos, length):
+        """One pass of the configured form over positions ``pos .. pos + n``.
+
+        Returns ``(out [b, hk, g, n, dv], state [b, hk, f, dv + 1])`` in the compute dtype.
+        """
+        dv = v.shape[-1]
+        fq, fk = self._features(q, k, pos, length)
+        ct = fq.dtype
+        v1 = torch.cat([v.to(ct), torch.ones_like(v[..., :1], dtype=ct)], dim=-1)  # [b, hk, n, dv+1]
+        run = {"parallel": _parallel, "recurrent": _recurrent, "chunked": _chunked}[self.form]
+        num, s_new = run(fq, fk, v1, s0, causal, self.chunk_size)  # [b, hk, g, n, dv+1]
+        return num[..., :dv] / (num[..., dv:] + self.eps), s_new
 
     # -- references ----------------------------------------------------------------------
     def _dense_weights(self, q: Tensor, k: Tensor, causal: bool) -> Tensor:
@@ -235,20 +258,21 @@ def _chunked(fq, fk, v1, s0, causal, chunk_size):
         fq = F.pad(fq, (0, 0, 0, pad))
         fk = F.pad(fk, (0, 0, 0, pad))
         v1 = F.pad(v1, (0, 0, 0, pad))
-    qc = fq.reshape(b, hk, g, nc, c, f)
-    kc = fk.reshape(b, hk, nc, c, f)
-    vc = v1.reshape(b, hk, nc, c, e)
+    bb = b * hk
+    # queries of the g heads sharing a kv head sit together in a chunk: [bb, nc, g*c, f]
+    qc = fq.reshape(b, hk, g, nc, c, f).transpose(2, 3).reshape(bb, nc, g * c, f)
+    kc = fk.reshape(bb, nc, c, f)
+    vc = v1.reshape(bb, nc, c, e)
     # intra-chunk: masked [c, c] kernels of all chunks in one batched matmul
-    a = torch.tril(torch.matmul(qc, kc.unsqueeze(2).transpose(-1, -2)))  # [b, hk, g, nc, c, c]
-    num = torch.matmul(a, vc.unsqueeze(2))  # [b, hk, g, nc, c, e]
-    # inter-chunk: state before each chunk = exclusive cumsum of per-chunk phi(k)^T v'
-    kv = torch.matmul(kc.transpose(-1, -2), vc)  # [b, hk, nc, f, e]
-    cum = torch.cumsum(kv, dim=2)
-    before = torch.cat([torch.zeros_like(kv[:, :, :1]), cum[:, :, :-1]], dim=2)
-    s_new = cum[:, :, -1]
-    if s0 is not None:
-        before = before + s0.unsqueeze(2)
-        s_new = s_new + s0
-    num = num + torch.matmul(qc, before.unsqueeze(2))
-    num = num.reshape(b, hk, g, nc * c, e)[:, :, :, :n]
-    return num, s_new
+    a = torch.matmul(qc, kc.transpose(-1, -2))  # [bb, nc, g*c, c]
+    a = a.view(bb, nc, g, c, c).tril_().view(bb, nc, g * c, c)
+    num = torch.matmul(a, vc)  # [bb, nc, g*c, e]
+    # inter-chunk: state before each chunk = s0 + exclusive cumsum of per-chunk phi(k)^T v'
+    kv = torch.matmul(kc.transpose(-1, -2), vc)  # [bb, nc, f, e]
+    s_init = kv.new_zeros(bb, 1, f, e) if s0 is None else s0.reshape(bb, 1, f, e)
+    before = torch.cat([s_init, s_init + torch.cumsum(kv[:, :-1], dim=1)], dim=1)
+    s_new = (before[:, -1] + kv[:, -1]).view(b, hk, f, e)
+    num = num.view(bb * nc, g * c, e).baddbmm_(qc.reshape(bb * nc, g * c, f),
+                                               before.view(bb * nc, f, e))
+    num = num.view(b, hk, nc, g, c, e).transpose(2, 3).reshape(b, hk, g, nc * c, e)
+    return num[:, :, :, :n], s_new
