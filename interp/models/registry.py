@@ -13,35 +13,16 @@ kind, whether it is causal and whether its logits mean anything.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from interp.models import cache
+from interp.models.info import ModelInfo
 from interp.models.pretrained import PRETRAINED
 
 TOY_PREFIX = "toy:"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What interp knows about a loaded model.
-
-    Attributes:
-        name: registry name (``"smollm2-135m"``, ``"toy:<path>"``).
-        kind: ``"pretrained"`` or ``"toy"``.
-        causal: decoder (True) or bidirectional encoder (False).
-        has_lm_head: False when logits are meaningless (MiniLM's untrained head).
-        n_ctx: longest sequence the model accepts.
-    """
-
-    name: str
-    kind: str
-    causal: bool
-    has_lm_head: bool
-    n_ctx: int
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from interp.config import from_dict, to_dict
 from interp.models.cache import cache_dir
+from interp.models.info import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def build_toy(cfg: ToyConfig, device: str | torch.device | None = None,
     torch.manual_seed(cfg.seed)
     model = TransformerBridge.boot_native(cfg.bridge_config(), device=device, dtype=dtype)
     model.toy_config = cfg
+    model.interp_info = ModelInfo(name="toy", kind="toy", causal=True, has_lm_head=True,
+                                  n_ctx=cfg.n_ctx)
     return model
 
 

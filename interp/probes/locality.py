@@ -1,0 +1,78 @@
+"""Locality probe: how much of each head's dense attention a sparse layout would keep.
+
+For a sparse layout (any registered implementation with an allowed-key set: sliding window
+with optional global tokens, sink + window, block-sparse) and each head, the share of the
+head's dense softmax attention mass that falls on keys the layout allows, averaged over
+queries and prompts. A head with little mass inside the layout is one a Longformer-style
+swap would hurt.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from interp.attention import AttentionImpl, get as get_attention
+from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
+
+
+def allowed_mask(layout: AttentionImpl, n: int, causal: bool = True) -> torch.Tensor:
+    """``[n, n]`` bool: query i may attend key j under ``layout``."""
+    fn = getattr(layout, "allowed_mask", None) or getattr(layout, "_allowed", None)
+    if fn is None:
+        raise ValueError(f"{layout.name} has no sparse layout (no allowed-key mask)")
+    return fn(n, causal, torch.device("cpu")) if fn.__name__ == "_allowed" else fn(n, causal)
+
+
+def default_layouts(windows: Sequence[int] = (32, 128)) -> dict[str, AttentionImpl]:
+    """Sliding windows of the given sizes, the same with the first token global, and a
+    block-sparse layout."""
+    out: dict[str, AttentionImpl] = {}
+    for w in windows:
+        out[f"window_{w}"] = get_attention("sliding_window", window=w)
+        out[f"window_{w}+global0"] = get_attention("sliding_window", window=w, global_tokens=(0,))
+    out["block_sparse_32"] = get_attention("block_sparse", block_size=32, local_blocks=1,
+                                           global_blocks=1, random_blocks=1)
+    return out
+
+
+def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None = None,
+                    layers: Sequence[int] | None = None, min_query: int = 0) -> pd.DataFrame:
+    """Share of each head's dense attention mass inside each sparse layout.
+
+    Args:
+        model: a hooked model (decoder or encoder).
+        prompts: text(s) or token ids ``[batch, seq]``.
+        layouts: ``{label: implementation}``; default :func:`default_layouts`.
+        layers: layers to probe (default all).
+        min_query: average only over query positions ``>= min_query`` (e.g. the window size,
+            to leave out queries whose whole context fits in the window).
+
+    Returns:
+        DataFrame with columns ``layer, head, layout, mass_inside, min_mass_inside`` (mean and
+        worst query), one row per (layer, head, layout); sorted by layer, head.
+    """
+    tokens = to_tokens(model, prompts)
+    layouts = dict(layouts or default_layouts())
+    n = tokens.shape[1]
+    if not 0 <= min_query < n:
+        raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
+    causal = bool(getattr(model.interp_info, "causal", True))
+    masks = {name: allowed_mask(impl, n, causal).to(tokens.device).float()
+             for name, impl in layouts.items()}
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    rows: list[dict] = []
+
+    def hook(pattern, hook):                         # pattern [batch, head, q, k]
+        layer = layer_of(hook.name)
+        for name, mask in masks.items():
+            inside = (pattern.float() * mask).sum(-1)[:, :, min_query:]   # [batch, head, q]
+            mean = inside.mean(dim=(0, 2))
+            worst = inside.amin(dim=2).amin(dim=0)
+            for h in range(pattern.shape[1]):
+                rows.append({"layer": layer, "head": h, "layout": name,
+                             "mass_inside": mean[h].item(), "min_mass_inside": worst[h].item()})
+
+    run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
+    return pd.DataFrame(rows).sort_values(["layer", "head", "layout"]).reset_index(drop=True)
