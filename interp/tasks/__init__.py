@@ -1,0 +1,23 @@
+"""Synthetic tasks: seeded, batched token data as torch tensors (all drawn on CPU).
+
+- :func:`repeated_tokens`, :class:`InductionMixture` -- repeated random segments for
+  induction heads (Olsson et al. 2022).
+- :func:`mqar`, :class:`MQARConfig` -- multi-query associative recall (Zoology).
+- :class:`NeedleConfig` -- one key-value needle in a haystack, queried at the end.
+- :class:`CopyConfig`, :class:`PhonebookConfig` -- copying and phone-book lookup
+  (Jelassi et al. 2024).
+
+Task configs are frozen dataclasses (load them strictly with ``interp.config.from_dict``) with
+``build(seed)``; next-token tasks return :class:`TaskBatch` ``(inputs [batch, seq],
+targets [batch, seq])`` with ``IGNORE_INDEX`` (-100) where nothing is scored.
+"""
+from interp.tasks._sampling import IGNORE_INDEX, TaskBatch
+from interp.tasks.copying import CopyConfig, PhonebookConfig
+from interp.tasks.mqar import MQARConfig, check_mqar, mqar
+from interp.tasks.needle import NeedleConfig
+from interp.tasks.repeated import InductionMixture, MixtureBatch, repeated_tokens
+
+__all__ = [
+    "IGNORE_INDEX", "TaskBatch", "repeated_tokens", "InductionMixture", "MixtureBatch",
+    "mqar", "MQARConfig", "check_mqar", "NeedleConfig", "CopyConfig", "PhonebookConfig",
+]
