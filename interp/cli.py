@@ -29,7 +29,10 @@ def command(name: str, help: str):
     return deco
 
 
-def _configure(fn: Callable[[argparse.ArgumentParser], None]):
+def arguments(fn: Callable[[argparse.ArgumentParser], None]):
+    """Decorate a command's ``run(args)`` with ``fn(parser)`` that adds its arguments.
+    Put it below ``@command``."""
+
     def deco(run):
         run.configure = fn
         return run
@@ -62,7 +65,7 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("models", "list the models interp can load (name, kind, params, cached)")
-@_configure(_models_args)
+@arguments(_models_args)
 def cmd_models(args) -> int:
     from interp.models.registry import list_models
 

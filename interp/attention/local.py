@@ -34,9 +34,11 @@ from interp.attention.base import (
     check_qkv,
     compute_dtype,
     masked_softmax_attention,
-    safe_softmax,
 )
 from interp.attention.registry import IMPLEMENTATIONS
+
+#: scores computed per step of the query-block loop (b * h * blocks * block * span)
+_SEGMENT_FLOATS = 1 << 20
 
 
 def band_mask(qpos: Tensor, kpos: Tensor, window: int, causal: bool) -> Tensor:
@@ -78,16 +80,14 @@ def local_attention(
     right = 0 if causal else w - 1
     span = bs + left + right
 
-    # queries grouped per kv head and block: [b, hk, nb, g*bs, d]
-    qg = F.pad(q.reshape(b, hk, g, n, d), (0, 0, 0, back))
+    # queries grouped per kv head and block, pre-scaled: [b, hk, nb, g*bs, d]
+    qg = F.pad(q.reshape(b, hk, g, n, d), (0, 0, 0, back)) * scale
     qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
     kp = F.pad(k, (0, 0, left, back + right))
     vp = F.pad(v, (0, 0, left, back + right))
     kw = kp.unfold(2, span, bs)  # [b, hk, nb, d, span] view
     vw = vp.unfold(2, span, bs).transpose(-1, -2)  # [b, hk, nb, span, dv] view
 
-    s = torch.matmul(qb, kw) * scale  # [b, hk, nb, g*bs, span]
-    s = s.view(b, hk, nb, g, bs, span)
     a = torch.arange(bs, device=dev)
     c = torch.arange(span, device=dev)
     blk = torch.arange(nb, device=dev)[:, None] * bs
@@ -95,24 +95,36 @@ def local_attention(
     qpos = blk + a[None, :]  # [nb, bs]
     allowed = band_mask(qpos[:, :, None], kpos[:, None, :], w, causal)
     allowed &= ((kpos >= 0) & (kpos < n))[:, None, :]  # [nb, bs, span]
-    s = s.masked_fill(~allowed[:, None], float("-inf"))
 
     ex = torch.tensor(sorted({int(p) for p in extra_keys if 0 <= int(p) < n}), dtype=torch.long)
     ex = ex.to(dev)
-    if ex.numel():
-        ke, ve = k[:, :, ex], v[:, :, ex]  # [b, hk, G, d(v)]
-        se = torch.matmul(qg, ke.unsqueeze(2).transpose(-1, -2)) * scale  # [b, hk, g, nb*bs, G]
-        qp = torch.arange(nb * bs, device=dev)[:, None]
-        ok = ~band_mask(qp, ex[None, :], w, causal) & ((ex[None, :] <= qp) if causal else True)
-        se = se.masked_fill(~ok, float("-inf"))
-        se = se.view(b, hk, g, nb, bs, -1).transpose(2, 3)  # [b, hk, nb, g, bs, G]
-        p = safe_softmax(torch.cat([s, se], dim=-1), dim=-1)
-        ps, pe = p[..., :span], p[..., span:]
-        out = torch.matmul(ps.reshape(b, hk, nb, g * bs, span), vw)
-        out = out + torch.matmul(pe.reshape(b, hk, nb, g * bs, -1), ve.unsqueeze(2))
-    else:
-        p = safe_softmax(s, dim=-1)
-        out = torch.matmul(p.reshape(b, hk, nb, g * bs, span), vw)  # [b, hk, nb, g*bs, dv]
+    n_ex = ex.numel()
+    if n_ex:  # extra keys join every row's softmax unless already inside the band
+        ke = k[:, :, ex].unsqueeze(2).transpose(-1, -2)  # [b, hk, 1, d, G]
+        ve = v[:, :, ex].unsqueeze(2)  # [b, hk, 1, G, dv]
+        ok = ~band_mask(qpos[:, :, None], ex, w, causal)  # [nb, bs, G]
+        if causal:
+            ok &= ex <= qpos[:, :, None]
+        allowed = torch.cat([allowed, ok], dim=-1)  # [nb, bs, span + G]
+    blocked = ~allowed[:, None]  # [nb, 1, bs, span + G]
+    neg = torch.finfo(ct).min  # finite: only padding rows can be fully masked (they are dropped)
+
+    # query blocks in segments of ~_SEGMENT_FLOATS scores: the working set stays in cache
+    per = max(1, _SEGMENT_FLOATS // (b * h * bs * (span + n_ex)))
+    outs = []
+    for t0 in range(0, nb, per):
+        t1 = min(nb, t0 + per)
+        m = t1 - t0
+        s = torch.matmul(qb[:, :, t0:t1], kw[:, :, t0:t1])  # [b, hk, m, g*bs, span]
+        if n_ex:
+            s = torch.cat([s, torch.matmul(qb[:, :, t0:t1], ke)], dim=-1)
+        s = s.view(b, hk, m, g, bs, span + n_ex).masked_fill_(blocked[t0:t1], neg)
+        p = torch.softmax(s, dim=-1).view(b, hk, m, g * bs, span + n_ex)
+        o = torch.matmul(p[..., :span], vw[:, :, t0:t1])  # [b, hk, m, g*bs, dv]
+        if n_ex:
+            o = o + torch.matmul(p[..., span:], ve)
+        outs.append(o)
+    out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # [b, hk, nb, g*bs, dv]
     out = out.view(b, hk, nb, g, bs, dv).transpose(2, 3).reshape(b, h, nb * bs, dv)[:, :, :n]
 
     gq = torch.tensor(sorted({int(p) for p in global_queries if 0 <= int(p) < n}), dtype=torch.long)
