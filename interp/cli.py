@@ -40,7 +40,7 @@ def arguments(fn: Callable[[argparse.ArgumentParser], None]):
     return deco
 
 
-def _write_table(df, fmt: str, out: str | None) -> None:
+def write_table(df, fmt: str, out: str | None) -> None:
     import pandas as pd
 
     if fmt == "csv":
@@ -69,7 +69,7 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 def cmd_models(args) -> int:
     from interp.models.registry import list_models
 
-    _write_table(list_models(), args.format, None)
+    write_table(list_models(), args.format, None)
     return 0
 
 
