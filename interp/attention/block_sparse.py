@@ -18,7 +18,8 @@ Computation and memory
 Block by block, never a dense ``[n, n]`` matrix: an index ``[nb, K]`` of the key blocks each
 query block needs (``K = (2 local + 1) + global + random``, padded slots masked) gathers keys
 into ``[nb, K * block_size, d]``; scores are ``[nb, block_size, K * block_size]``, i.e.
-O(n K block_size) memory. Global query blocks are computed densely against all keys
+O(n K block_size) memory -- and without autograd only a segment of query blocks is held at a
+time (the loop keeps each step's scores at about ``_SEGMENT_FLOATS``). Global query blocks are computed densely against all keys
 (``[global_blocks * block_size, n]``). Float32 accumulation, result in ``q.dtype``.
 """
 from __future__ import annotations
@@ -32,9 +33,11 @@ from interp.attention.base import (
     check_qkv,
     compute_dtype,
     masked_softmax_attention,
-    safe_softmax,
 )
 from interp.attention.registry import IMPLEMENTATIONS
+
+#: scores computed per step of the query-block loop
+_SEGMENT_FLOATS = 1 << 20
 
 
 @IMPLEMENTATIONS.register("block_sparse")
@@ -120,23 +123,33 @@ class BlockSparseAttention(AttentionImpl):
         idx, slot_ok = idx.to(dev), slot_ok.to(dev)
 
         qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
-        qg = F.pad(qf.reshape(b, hk, g, n, d), (0, 0, 0, pad))
+        qg = F.pad(qf.reshape(b, hk, g, n, d), (0, 0, 0, pad)) * scale
         qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
         kb = F.pad(kf, (0, 0, 0, pad)).view(b, hk, nb, bs, d)
         vb = F.pad(vf, (0, 0, 0, pad)).view(b, hk, nb, bs, dv)
-        kg = kb[:, :, idx].reshape(b, hk, nb, kmax * bs, d)  # gathered key blocks
-        vg = vb[:, :, idx].reshape(b, hk, nb, kmax * bs, dv)
 
-        s = torch.matmul(qb, kg.transpose(-1, -2)) * scale  # [b, hk, nb, g*bs, K*bs]
-        s = s.view(b, hk, nb, g, bs, kmax * bs)
         kpos = (idx[:, :, None] * bs + torch.arange(bs, device=dev)).reshape(nb, kmax * bs)
         qpos = torch.arange(nb * bs, device=dev).view(nb, bs)
-        ok = (slot_ok[:, :, None].expand(nb, kmax, bs).reshape(nb, kmax * bs) & (kpos < n))
+        ok = slot_ok[:, :, None].expand(nb, kmax, bs).reshape(nb, kmax * bs) & (kpos < n)
         ok = ok[:, None, :].expand(nb, bs, kmax * bs)
         if causal:
             ok = ok & (kpos[:, None, :] <= qpos[:, :, None])  # [nb, bs, K*bs]
-        p = safe_softmax(s.masked_fill(~ok[:, None], float("-inf")), dim=-1)
-        out = torch.matmul(p.view(b, hk, nb, g * bs, kmax * bs), vg)  # [b, hk, nb, g*bs, dv]
+        blocked = ~ok[:, None]  # [nb, 1, bs, K*bs]
+        neg = torch.finfo(ct).min  # finite: a real row always sees its own block's diagonal
+
+        # query blocks in segments; each gathers only the key blocks it needs
+        per = max(1, _SEGMENT_FLOATS // (b * h * bs * kmax * bs))
+        outs = []
+        for t0 in range(0, nb, per):
+            t1 = min(nb, t0 + per)
+            m = t1 - t0
+            kg = kb[:, :, idx[t0:t1]].reshape(b, hk, m, kmax * bs, d)  # gathered key blocks
+            vg = vb[:, :, idx[t0:t1]].reshape(b, hk, m, kmax * bs, dv)
+            sc = torch.matmul(qb[:, :, t0:t1], kg.transpose(-1, -2))  # [b, hk, m, g*bs, K*bs]
+            sc = sc.view(b, hk, m, g, bs, kmax * bs).masked_fill_(blocked[t0:t1], neg)
+            p = torch.softmax(sc, dim=-1).view(b, hk, m, g * bs, kmax * bs)
+            outs.append(torch.matmul(p, vg))  # [b, hk, m, g*bs, dv]
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         out = out.view(b, hk, nb, g, bs, dv).transpose(2, 3).reshape(b, h, nb * bs, dv)[:, :, :n]
 
         n_gq = min(self.global_blocks * bs, n)

@@ -19,8 +19,10 @@ Forms (one signature, same result)
   decoding, not for speed).
 - ``chunked``: the sequence is cut into chunks of ``chunk_size``; inside a chunk the masked
   ``[C, C]`` kernel (all chunks in one batched matmul), across chunks the state: the per-chunk
-  ``phi(k)^T v'`` is summed with an exclusive cumsum over chunks. Time O(n C f + n f dv),
-  memory O(n C + (n / C) f dv).
+  ``phi(k)^T v'`` is summed with an exclusive cumsum over chunks. Causal calls run over
+  segments of a few hundred tokens (``_SEGMENT_FLOATS``), carrying the state from one segment to
+  the next exactly like a split-and-resume call, so the working set stays in cache. Time
+  O(n C f + n f dv), memory O(n C + (n / C) f dv) (per segment without autograd).
 
 All forms take ``state=`` (a :class:`LinearState` from an earlier call) and
 ``return_state=True`` returns ``(out, state)``: a sequence split in two and resumed gives the same
@@ -176,7 +178,7 @@ class LinearAttention(AttentionImpl):
         dv = v.shape[-1]
         fq, fk = self._features(q, k, pos, length)
         ct = fq.dtype
-        v1 = torch.cat([v.to(ct), torch.ones_like(v[..., :1], dtype=ct)], dim=-1)  # [b, hk, n, dv+1]
+        v1 = F.pad(v.to(ct), (0, 1), value=1.0)  # v' = [v, 1]: [b, hk, n, dv + 1]
         run = {"parallel": _parallel, "recurrent": _recurrent, "chunked": _chunked}[self.form]
         num, s_new = run(fq, fk, v1, s0, causal, self.chunk_size)  # [b, hk, g, n, dv+1]
         return num[..., :dv] / (num[..., dv:] + self.eps), s_new

@@ -17,9 +17,13 @@ a contiguous span of ``B + w - 1`` (``B + 2w - 2``) keys, read as an ``unfold`` 
 zero-padded keys. Scores are ``[blocks, B, span]``, i.e. O(n (w + B)) memory and time. Extra
 keys (globals, sinks; ``G`` of them) add ``[n, G]`` scores that join the same softmax; a key
 already inside the band is masked there so nothing is counted twice. Global query rows are
-recomputed densely against all keys: ``[G, n]``. Masked entries are ``-inf`` and rows with no
-allowed key (only padding rows) give zeros through :func:`~interp.attention.base.safe_softmax`.
-Inputs are computed in float32 (float64 stays) and the result is cast back to ``q.dtype``.
+recomputed densely against all keys: ``[G, n]``. Query blocks are processed in segments of
+about ``_SEGMENT_FLOATS`` scores, so without autograd only one segment's scores exist at a time
+(the working set stays in cache; with autograd the saved probabilities are O(n (w + B))).
+Masked entries get the dtype's most negative finite value: every real query row has at least
+its own position, so only padding rows can be fully masked, and those are dropped (finite, never
+NaN, also in the backward). Inputs are computed in float32 (float64 stays) and the result is
+cast back to ``q.dtype``.
 """
 from __future__ import annotations
 

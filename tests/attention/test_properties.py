@@ -60,7 +60,12 @@ def check(impl, shape):
     ref = impl.naive(q, k, v, causal=shape["causal"])
     assert out.shape == (shape["batch"], shape["heads"], shape["seq"], shape["dv"])
     assert torch.isfinite(out).all()
-    assert rel_err(out, ref) < 1e-4
+    # Relative error 1e-4, plus an absolute floor of 1e-5 * max|v| per element: outputs are
+    # weighted averages of v, and hypothesis searches out seeds whose average cancels to ~1e-6,
+    # where fp32 summation order alone gives a large *relative* difference. A real bug is O(|v|).
+    floor = 1e-5 * v.abs().max().item() * out.numel() ** 0.5
+    assert (out - ref).double().norm().item() <= 1e-4 * ref.double().norm().item() + floor, (
+        rel_err(out, ref))
 
 
 @pytest.mark.parametrize("name", attention.names())

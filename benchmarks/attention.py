@@ -1,0 +1,246 @@
+"""Speed and peak memory of every registered attention implementation, relative to causal SDPA.
+
+Run by hand (never asserted in tests)::
+
+    python benchmarks/attention.py            # seq 1k .. 16k, batch 1, 8 heads, d_head 64, fp32
+    python benchmarks/attention.py --quick    # seq 1k .. 4k, fewer repeats
+
+For each sequence length and each implementation (built from ``interp.attention.names()``, with
+the options in ``BENCH_OPTIONS``) it measures, causal, forward only, under ``torch.no_grad``:
+
+- time: median of ``--repeats`` calls after one warm-up call, and the ratio
+  ``t(SDPA) / t(impl)`` ("x SDPA", > 1 means faster) against ``softmax`` (torch SDPA, causal)
+  measured in the same run;
+- FLOP/s: the algorithm's matmul FLOPs (``count_flops``: what the implementation computes,
+  including masked-out entries inside computed blocks) divided by the time, and its share of this
+  machine's dense matmul rate (a 2048^3 fp32 matmul, measured at start);
+- peak memory: each (implementation, length) runs once in a fresh spawned Python process; the
+  process resets its peak-RSS mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0) after the
+  inputs exist, runs the call, and reports ``VmHWM - VmRSS_before`` from ``/proc/self/status``:
+  the extra resident memory the call needed at its peak (CPU; not allocator statistics). Where
+  clear_refs cannot be written it falls back to ``ru_maxrss`` minus the RSS before the call.
+
+The targets from the issue are printed as a report, not asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interp import attention  # noqa: E402
+
+BATCH, HEADS, D_HEAD = 1, 8, 64
+BASELINE = "softmax"
+BENCH_OPTIONS: dict[str, dict] = {
+    "softmax": {},
+    "linear": {"feature_map": "elu", "form": "chunked", "chunk_size": 64},
+    "sliding_window": {"window": 512},
+    "sink_window": {"n_sink": 4, "window": 512},
+    "block_sparse": {"block_size": 64, "local_blocks": 1, "global_blocks": 1, "random_blocks": 1},
+}
+
+
+def build(name: str) -> attention.AttentionImpl:
+    return attention.get(name, **BENCH_OPTIONS.get(name, {}))
+
+
+def inputs(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(BATCH, HEADS, n, D_HEAD, generator=g) for _ in range(3))
+
+
+# -- FLOPs -------------------------------------------------------------------------------------
+def count_flops(impl, n: int, b: int = BATCH, h: int = HEADS, d: int = D_HEAD) -> float | None:
+    """Matmul FLOPs of one causal forward (2 per multiply-add), as the implementation computes it."""
+    bh = b * h
+    if impl.name == "softmax":
+        pairs = n * (n + 1) / 2  # causal: a fused kernel skips the upper triangle
+        return bh * pairs * 4 * d
+    if impl.name == "linear" and impl.form == "chunked":
+        f, e, c = impl.phi.dim(d), d + 1, min(impl.chunk_size, n)
+        nc = -(-n // c)
+        intra = nc * c * c * (2 * f + 2 * e)  # q k^T and A v' for every chunk
+        inter = nc * c * 2 * f * e + nc * c * 2 * f * e  # phi(k)^T v' per chunk, q @ state
+        return bh * (intra + inter)
+    if impl.name in ("sliding_window", "sink_window"):
+        w = min(impl.window, n)
+        bs = min(n, min(128, max(16, w)))
+        nb = -(-n // bs)
+        extra = getattr(impl, "n_sink", 0) + len(getattr(impl, "global_tokens", ()))
+        return bh * nb * bs * (bs + w - 1 + extra) * 4 * d
+    if impl.name == "block_sparse":
+        bs = impl.block_size
+        nb = -(-n // bs)
+        k = max(len(r) for r in impl.layout(nb, True)) or 1
+        glob = min(impl.global_blocks * bs, n)
+        return bh * (nb * bs * k * bs * 4 * d + glob * n * 4 * d)
+    return None  # unknown to this script: reported as "-"
+
+
+def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(ts)
+
+
+# -- time and memory -----------------------------------------------------------------------
+def time_call(impl, n: int, repeats: int) -> float:
+    q, k, v = inputs(n)
+    with torch.no_grad():
+        impl(q, k, v, causal=True)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            impl(q, k, v, causal=True)
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _status_kb(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
+
+
+def _peak_child(name: str, n: int, threads: int, conn) -> None:
+    torch.set_num_threads(threads)
+    impl = build(name)
+    q, k, v = inputs(n)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+        with torch.no_grad():
+            impl(q, k, v, causal=True)
+        peak = _status_kb("VmHWM")
+    except OSError:  # no clear_refs: high-water mark since start
+        before = _status_kb("VmRSS")
+        with torch.no_grad():
+            impl(q, k, v, causal=True)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.send((peak - before) * 1024)
+    conn.close()
+
+
+def peak_memory(name: str, n: int, threads: int) -> float:
+    """Extra peak resident bytes of one causal forward, in a fresh process."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_peak_child, args=(name, n, threads, child))
+    proc.start()
+    child.close()
+    val = parent.recv()
+    proc.join()
+    return float(val)
+
+
+# -- report ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="seq 1k, 2k, 4k and 2 repeats")
+    ap.add_argument("--seqs", type=int, nargs="+", help="sequence lengths (default 1k..16k)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per point (default 3)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's choice). On a shared machine use 1: "
+                         "with 2 OpenMP threads and another busy process every op waits for a "
+                         "descheduled thread")
+    ap.add_argument("--names", nargs="+", choices=attention.names(), default=attention.names(),
+                    help="implementations (default: every registered one)")
+    args = ap.parse_args(argv)
+    seqs = args.seqs or ([1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384])
+    repeats = args.repeats or (2 if args.quick else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    names = [BASELINE] + [n for n in args.names if n != BASELINE]
+    impls = {name: build(name) for name in names}
+
+    rate = matmul_rate()
+    print(f"torch {torch.__version__}, {threads} threads; batch {BATCH}, heads {HEADS}, "
+          f"d_head {D_HEAD}, fp32, causal, forward under no_grad")
+    print(f"matmul rate (2048^3 fp32): {rate / 1e9:.1f} GFLOP/s")
+    for name, impl in impls.items():
+        print(f"  {name}: {impl.describe()}")
+    print()
+
+    rows = []
+    for n in seqs:
+        base_t = time_call(impls[BASELINE], n, repeats)
+        base_m = None if args.no_memory else peak_memory(BASELINE, n, threads)
+        for name, impl in impls.items():
+            t = base_t if name == BASELINE else time_call(impl, n, repeats)
+            mem = None if args.no_memory else (
+                base_m if name == BASELINE else peak_memory(name, n, threads))
+            fl = count_flops(impl, n)
+            rows.append(dict(name=name, n=n, t=t, speed=base_t / t, flops=fl,
+                             rate=None if fl is None else fl / t, mem=mem,
+                             mem_ratio=None if mem is None or not base_m else mem / base_m))
+            print(_row(rows[-1], rate) if len(rows) > 1 else _header() + "\n" + _row(rows[-1], rate),
+                  flush=True)
+    print()
+    _targets(rows, rate)
+    return 0
+
+
+def _header() -> str:
+    return (f"{'implementation':<16}{'seq':>7}{'time ms':>10}{'x SDPA':>8}{'GFLOP':>9}"
+            f"{'GFLOP/s':>9}{'% mm':>7}{'peak MB':>9}{'mem/SDPA':>9}")
+
+
+def _row(r: dict, rate: float) -> str:
+    fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+    return (f"{r['name']:<16}{r['n']:>7}{r['t'] * 1e3:>10.1f}{r['speed']:>8.2f}"
+            f"{fmt(None if r['flops'] is None else r['flops'] / 1e9, '.2f'):>9}"
+            f"{fmt(None if r['rate'] is None else r['rate'] / 1e9, '.1f'):>9}"
+            f"{fmt(None if r['rate'] is None else 100 * r['rate'] / rate, '.0f'):>7}"
+            f"{fmt(None if r['mem'] is None else r['mem'] / 2**20, '.1f'):>9}"
+            f"{fmt(r['mem_ratio'], '.2f'):>9}")
+
+
+def _targets(rows: list[dict], rate: float) -> None:
+    by = {(r["name"], r["n"]): r for r in rows}
+    top = max(r["n"] for r in rows)
+    print(f"targets from the issue (reported, not asserted), at seq {top}:")
+    lin = by.get(("linear", top))
+    if lin:
+        print(f"  chunked linear >= 15x faster than causal SDPA: {lin['speed']:.1f}x "
+              f"[{'met' if lin['speed'] >= 15 else 'NOT met'}]")
+        share = lin["rate"] / rate
+        print(f"  chunked linear >= 60% of the matmul rate: {100 * share:.0f}% "
+              f"[{'met' if share >= 0.6 else 'NOT met'}]")
+    sw = by.get(("sliding_window", top))
+    if sw:
+        print(f"  sliding window (w=512) >= 3x faster than SDPA: {sw['speed']:.1f}x "
+              f"[{'met' if sw['speed'] >= 3 else 'NOT met'}]")
+        quarter = by.get(("sliding_window", top // 4))
+        if quarter:
+            ratio = sw["t"] / quarter["t"]
+            print(f"  sliding window t({top})/t({top // 4}) <= 4.5: {ratio:.2f} "
+                  f"[{'met' if ratio <= 4.5 else 'NOT met'}]")
+    if rows[0]["mem"] is not None:
+        ns = sorted({r["n"] for r in rows})
+        print(f"  peak memory growth of the O(N) forms, MB at seq {', '.join(map(str, ns))} "
+              "(linear in N: doubles with N):")
+        for name in sorted({r["name"] for r in rows}):
+            if attention.get(name, **BENCH_OPTIONS.get(name, {})).quadratic:
+                continue
+            mems = [by[(name, n)]["mem"] / 2**20 for n in ns]
+            print(f"    {name:<16}" + "  ".join(f"{m:8.1f}" for m in mems))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
