@@ -6,6 +6,16 @@ import torch
 
 from interp import attention
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run these (small-tensor) tests on one thread: on a shared 2-core machine, 2 OpenMP
+    threads make every op wait for a descheduled thread (10-40x slower under load)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 # Small windows / blocks / chunks so that short test sequences cross block boundaries.
 SMALL_OPTIONS: dict[str, dict] = {
     "softmax": {},
