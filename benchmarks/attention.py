@@ -17,8 +17,10 @@ the options in ``BENCH_OPTIONS``) it measures, causal, forward only, under ``tor
 - peak memory: each (implementation, length) runs once in a fresh spawned Python process; the
   process resets its peak-RSS mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0) after the
   inputs exist, runs the call, and reports ``VmHWM - VmRSS_before`` from ``/proc/self/status``:
-  the extra resident memory the call needed at its peak (CPU; not allocator statistics). Where
-  clear_refs cannot be written it falls back to ``ru_maxrss`` minus the RSS before the call.
+  the extra resident memory the call needed at its peak (CPU; not allocator statistics). The
+  child runs with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave RSS at once (else
+  glibc heap reuse/fragmentation makes repeated runs differ by 2x). Where clear_refs cannot be
+  written it falls back to ``ru_maxrss`` minus the RSS before the call.
 
 The targets from the issue are printed as a report, not asserted.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import re
 import resource
 import statistics
@@ -135,12 +138,26 @@ def _peak_child(name: str, n: int, threads: int, conn) -> None:
     conn.close()
 
 
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
 def peak_memory(name: str, n: int, threads: int) -> float:
     """Extra peak resident bytes of one causal forward, in a fresh process."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_peak_child, args=(name, n, threads, child))
-    proc.start()
+    # glibc: serve every allocation >= 64 KiB by mmap and give it back on free, so RSS follows
+    # the live tensors instead of heap fragmentation (read by the fresh interpreter at start)
+    saved = {k: os.environ.get(k) for k in _MALLOC_ENV}
+    os.environ.update(_MALLOC_ENV)
+    try:
+        proc.start()
+    finally:
+        for k, val in saved.items():
+            if val is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = val
     child.close()
     val = parent.recv()
     proc.join()

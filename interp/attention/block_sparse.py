@@ -123,10 +123,11 @@ class BlockSparseAttention(AttentionImpl):
         idx, slot_ok = idx.to(dev), slot_ok.to(dev)
 
         qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
-        qg = F.pad(qf.reshape(b, hk, g, n, d), (0, 0, 0, pad)) * scale
+        qg = qf.reshape(b, hk, g, n, d)
+        qg = F.pad(qg, (0, 0, 0, pad)) if pad else qg
         qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
-        kb = F.pad(kf, (0, 0, 0, pad)).view(b, hk, nb, bs, d)
-        vb = F.pad(vf, (0, 0, 0, pad)).view(b, hk, nb, bs, dv)
+        kb = (F.pad(kf, (0, 0, 0, pad)) if pad else kf).view(b, hk, nb, bs, d)
+        vb = (F.pad(vf, (0, 0, 0, pad)) if pad else vf).view(b, hk, nb, bs, dv)
 
         kpos = (idx[:, :, None] * bs + torch.arange(bs, device=dev)).reshape(nb, kmax * bs)
         qpos = torch.arange(nb * bs, device=dev).view(nb, bs)
@@ -145,7 +146,7 @@ class BlockSparseAttention(AttentionImpl):
             m = t1 - t0
             kg = kb[:, :, idx[t0:t1]].reshape(b, hk, m, kmax * bs, d)  # gathered key blocks
             vg = vb[:, :, idx[t0:t1]].reshape(b, hk, m, kmax * bs, dv)
-            sc = torch.matmul(qb[:, :, t0:t1], kg.transpose(-1, -2))  # [b, hk, m, g*bs, K*bs]
+            sc = torch.matmul(qb[:, :, t0:t1] * scale, kg.transpose(-1, -2))  # [b, hk, m, g*bs, K*bs]
             sc = sc.view(b, hk, m, g, bs, kmax * bs).masked_fill_(blocked[t0:t1], neg)
             p = torch.softmax(sc, dim=-1).view(b, hk, m, g * bs, kmax * bs)
             outs.append(torch.matmul(p, vg))  # [b, hk, m, g*bs, dv]

@@ -84,8 +84,9 @@ def local_attention(
     right = 0 if causal else w - 1
     span = bs + left + right
 
-    # queries grouped per kv head and block, pre-scaled: [b, hk, nb, g*bs, d]
-    qg = F.pad(q.reshape(b, hk, g, n, d), (0, 0, 0, back)) * scale
+    # queries grouped per kv head and block: [b, hk, nb, g*bs, d]
+    qg = q.reshape(b, hk, g, n, d)
+    qg = F.pad(qg, (0, 0, 0, back)) if back else qg
     qb = qg.reshape(b, hk, g, nb, bs, d).transpose(2, 3).reshape(b, hk, nb, g * bs, d)
     kp = F.pad(k, (0, 0, left, back + right))
     vp = F.pad(v, (0, 0, left, back + right))
@@ -119,9 +120,10 @@ def local_attention(
     for t0 in range(0, nb, per):
         t1 = min(nb, t0 + per)
         m = t1 - t0
-        s = torch.matmul(qb[:, :, t0:t1], kw[:, :, t0:t1])  # [b, hk, m, g*bs, span]
+        qs = qb[:, :, t0:t1] * scale
+        s = torch.matmul(qs, kw[:, :, t0:t1])  # [b, hk, m, g*bs, span]
         if n_ex:
-            s = torch.cat([s, torch.matmul(qb[:, :, t0:t1], ke)], dim=-1)
+            s = torch.cat([s, torch.matmul(qs, ke)], dim=-1)
         s = s.view(b, hk, m, g, bs, span + n_ex).masked_fill_(blocked[t0:t1], neg)
         p = torch.softmax(s, dim=-1).view(b, hk, m, g * bs, span + n_ex)
         o = torch.matmul(p[..., :span], vw[:, :, t0:t1])  # [b, hk, m, g*bs, dv]
