@@ -1,0 +1,319 @@
+"""Attention-sink probe: how much attention each head puts on the first tokens, how often a
+head is a "sink head", what the sink token's keys and values look like, and what happens to
+the loss when attention to it is forbidden.
+
+Definitions (Gu et al. 2024, "When attention sink emerges in language models"; Xiao et al.
+2023, StreamingLLM):
+
+- ``alpha(k) = 1/(T-k) * sum_{i>=k} A[i, k]``: mean attention paid to key ``k`` by the queries
+  that can see it (causal models). For a bidirectional encoder every query sees every key,
+  so ``alpha(k) = 1/T * sum_i A[i, k]``.
+- ``Sink_k^eps``: share of (sample, layer, head) with ``alpha(k) > eps`` (``eps = 0.3``).
+
+Architecture
+------------
+:func:`sink_probe` runs one batched forward with hooks on exactly what it needs:
+``blocks.{l}.attn.hook_pattern`` ``[batch, head, query, key]`` reduced in the hook to
+``alpha`` per (sample, head, probed key) ``[batch, head, n_keys]``, and (when ``norms``)
+``hook_k`` / ``hook_v`` ``[batch, pos, kv_head, d_head]`` reduced to L2 norms of the sink
+token vs the mean over the other tokens ``[kv_head]``. Nothing else is kept. It returns a
+:class:`SinkReport` with tidy tables; :func:`sink_summary` aggregates ``Sink^eps`` per layer
+and overall. :func:`forbid_keys_hook` / :func:`sink_ablation` forbid attention to the first
+token (renormalising the rest of each row) and measure the loss change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
+from interp.hooks import attach
+
+EPS = 0.3
+
+
+@dataclass
+class SinkReport:
+    """Result of :func:`sink_probe`.
+
+    Attributes:
+        scores: one row per (layer, head, position): ``layer, head, position, token, alpha``
+            (mean over the batch), ``alpha_min``, ``alpha_max`` (over the batch) and
+            ``sink_share`` (share of samples with ``alpha > eps``).
+        norms: one row per (layer, kv_head): ``k_norm_sink, k_norm_rest, k_ratio,
+            v_norm_sink, v_norm_rest, v_ratio`` (L2 norms of the pre-RoPE key / value of the
+            token at ``norm_position`` vs the mean over the other tokens, batch mean); empty
+            when ``norms=False``.
+        eps: the threshold used for ``sink_share``.
+        causal: whether alpha averaged over ``i >= k`` (decoder) or all queries (encoder).
+    """
+
+    scores: pd.DataFrame
+    norms: pd.DataFrame
+    eps: float
+    causal: bool
+
+    def summary(self, per_layer: bool = True) -> pd.DataFrame:
+        return sink_summary(self.scores, per_layer=per_layer)
+
+
+def _resolve_positions(positions: Sequence[int], n: int) -> list[int]:
+    out = []
+    for p in positions:
+        if not isinstance(p, int) or not -n <= p < n:
+            raise ValueError(f"position {p!r} is outside a sequence of {n} tokens")
+        out.append(p % n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"positions {list(positions)} name the same token twice")
+    return out
+
+
+def _token_labels(model, tokens: torch.Tensor, pos: list[int]) -> list[str]:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [str(int(tokens[0, p])) for p in pos]
+    return [tok.convert_ids_to_tokens(int(tokens[0, p])) for p in pos]
+
+
+def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: float = EPS,
+               layers: Sequence[int] | None = None, norms: bool = True,
+               norm_position: int = 0) -> SinkReport:
+    """Sink scores (and key/value norms) of every head in one batched forward.
+
+    Args:
+        model: a hooked model (decoder or encoder; see :func:`interp.load_model`).
+        prompts: text(s) of equal token length or token ids ``[batch, seq]``.
+        positions: keys to score; negative values count from the end (``-1`` = ``[SEP]`` of
+            an encoder prompt).
+        eps: threshold of ``Sink^eps``.
+        layers: layers to probe (default all).
+        norms: also hook ``hook_k``/``hook_v`` for the key/value norms.
+        norm_position: the token whose norms are compared with the others' (default 0).
+
+    Returns:
+        :class:`SinkReport`.
+    """
+    tokens = to_tokens(model, prompts)
+    b, n = tokens.shape
+    pos = _resolve_positions(positions, n)
+    npos = _resolve_positions([norm_position], n)[0]
+    if n < 2:
+        raise ValueError("sink scores need at least 2 tokens per prompt")
+    causal = bool(getattr(getattr(model, "interp_info", None), "causal", True))
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    idx = torch.tensor(pos, device=tokens.device)
+    q = torch.arange(n, device=tokens.device)
+    if causal:
+        valid = (q[:, None] >= idx[None, :]).float()                  # [T, P]: i >= k
+    else:
+        valid = torch.ones(n, len(pos), device=tokens.device)
+    count = valid.sum(0)                                              # [P]: T - k (or T)
+    alphas: dict[int, torch.Tensor] = {}
+    kv: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def pattern_hook(pattern, hook):                  # [b, h, q, k]
+        cols = pattern.float()[..., idx]                              # [b, h, T, P]
+        alphas[layer_of(hook.name)] = (cols * valid).sum(2) / count  # [b, h, P]
+
+    def norm_hook(layer: int, which: str):
+        def hook(x, hook):                            # [b, pos, kv_head, d]
+            nrm = x.float().norm(dim=-1)                              # [b, T, kvh]
+            rest = torch.cat([nrm[:, :npos], nrm[:, npos + 1:]], dim=1)
+            kv[(layer, which)] = (nrm[:, npos].mean(0), rest.mean(dim=(0, 1)))
+        return hook
+
+    hooks = [(pattern_hook_name(layer), pattern_hook) for layer in layers]
+    if norms:
+        for layer in layers:
+            hooks += [(f"blocks.{layer}.attn.hook_k", norm_hook(layer, "k")),
+                      (f"blocks.{layer}.attn.hook_v", norm_hook(layer, "v"))]
+    run_probe(model, tokens, hooks)
+
+    labels = _token_labels(model, tokens, pos)
+    rows = []
+    for layer in layers:
+        a = alphas[layer]                                             # [b, h, P]
+        mean, lo, hi = a.mean(0), a.amin(0), a.amax(0)
+        share = (a > eps).float().mean(0)
+        for h in range(a.shape[1]):
+            for j, p in enumerate(pos):
+                rows.append({"layer": layer, "head": h, "position": p, "token": labels[j],
+                             "alpha": mean[h, j].item(), "alpha_min": lo[h, j].item(),
+                             "alpha_max": hi[h, j].item(), "sink_share": share[h, j].item()})
+    scores = pd.DataFrame(rows)
+    nrows = []
+    for layer in layers if norms else []:
+        ks, kr = kv[(layer, "k")]
+        vs, vr = kv[(layer, "v")]
+        for h in range(ks.shape[0]):
+            nrows.append({"layer": layer, "kv_head": h,
+                          "k_norm_sink": ks[h].item(), "k_norm_rest": kr[h].item(),
+                          "k_ratio": (ks[h] / kr[h]).item(),
+                          "v_norm_sink": vs[h].item(), "v_norm_rest": vr[h].item(),
+                          "v_ratio": (vs[h] / vr[h]).item()})
+    norm_df = pd.DataFrame(nrows, columns=["layer", "kv_head", "k_norm_sink", "k_norm_rest",
+                                           "k_ratio", "v_norm_sink", "v_norm_rest", "v_ratio"])
+    return SinkReport(scores=scores, norms=norm_df, eps=eps, causal=causal)
+
+
+def sink_scores(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: float = EPS,
+                layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """``alpha`` and ``sink_share`` per (layer, head, position); hooks ``hook_pattern`` only.
+    See :func:`sink_probe` for the arguments and :class:`SinkReport` for the columns."""
+    return sink_probe(model, prompts, positions, eps, layers, norms=False).scores
+
+
+def sink_summary(scores: pd.DataFrame, per_layer: bool = True) -> pd.DataFrame:
+    """Aggregate :func:`sink_scores` rows.
+
+    Every (layer, head) has the same number of samples, so the share of (sample, layer,
+    head) with ``alpha > eps`` is the mean of ``sink_share`` over the heads (and layers).
+
+    Returns:
+        ``per_layer``: one row per (layer, position): ``layer, position, token, mass`` (mean
+        ``alpha`` over heads), ``max_head_alpha``, ``sink_share`` (= ``Sink^eps`` of that
+        layer). Otherwise one row per position over all layers: ``position, token, mass,
+        sink_share`` (= ``Sink_k^eps`` of Gu et al.).
+    """
+    keys = ["layer", "position", "token"] if per_layer else ["position", "token"]
+    out = scores.groupby(keys, sort=True).agg(mass=("alpha", "mean"),
+                                              max_head_alpha=("alpha", "max"),
+                                              sink_share=("sink_share", "mean"))
+    return out.reset_index()
+
+
+def sink_probe_table(model, tokens, positions: Sequence[int] = (0, 1, 2, 3),
+                     eps: float = EPS) -> pd.DataFrame:
+    """One row per layer, for ``interp probe sink``: ``mass_<p>`` (mean alpha over heads of
+    key ``p``), ``sink_share_<p>`` (``Sink^eps``) for each probed position, and the first
+    token's key/value norm ratios vs the other tokens (mean over KV heads)."""
+    rep = sink_probe(model, tokens, positions, eps)
+    summ = rep.summary()
+    wide = summ.pivot(index="layer", columns="position", values=["mass", "sink_share"])
+    wide.columns = [f"{name}_{p}" for name, p in wide.columns]
+    ratios = rep.norms.groupby("layer")[["k_ratio", "v_ratio"]].mean()
+    return wide.join(ratios).reset_index()
+
+
+# ---------------------------------------------------------------- first-token variants
+
+
+def text_windows(tokenizer, text: str, n: int, length: int, stride: int | None = None,
+                 skip: int = 0) -> torch.Tensor:
+    """``n`` windows of ``length`` token ids ``[n, length]`` cut from ``text`` (no special
+    tokens), starting ``skip`` tokens in and ``stride`` (default ``length``) apart."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    stride = stride or length
+    need = skip + (n - 1) * stride + length
+    if len(ids) < need:
+        raise ValueError(f"the text has {len(ids)} tokens; {need} are needed for {n} windows "
+                         f"of {length}")
+    return torch.tensor([ids[skip + i * stride: skip + i * stride + length] for i in range(n)])
+
+
+def first_token_variants(tokenizer, text: str, n: int = 16, length: int = 64,
+                         skip: int = 200) -> dict[str, torch.Tensor]:
+    """Batches ``[n, length]`` of text windows whose first token is: ``bos`` (the
+    tokenizer's BOS), ``none`` (no special token: the window starts mid-text with whatever
+    content token is there), ``newline`` (``"\\n"``) and ``word`` (``"The"``). The rest of each
+    row is the same text, so any difference at position 0 comes from what the first token is."""
+    body = text_windows(tokenizer, text, n, length - 1, skip=skip)
+    out = {}
+    firsts = {"newline": "\n", "word": "The"}
+    if tokenizer.bos_token_id is not None:
+        out["bos"] = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), body], 1)
+    out["none"] = text_windows(tokenizer, text, n, length, skip=skip)
+    for name, s in firsts.items():
+        ids = tokenizer(s, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"{s!r} is {len(ids)} tokens for this tokenizer, expected 1")
+        out[name] = torch.cat([torch.full((n, 1), ids[0]), body], 1)
+    return out
+
+
+def first_token_study(model, text: str, n: int = 16, length: int = 64,
+                      positions: Sequence[int] = (0, 1), eps: float = EPS) -> pd.DataFrame:
+    """Per-layer mass and ``Sink^eps`` of the first positions for each first-token variant
+    of :func:`first_token_variants` (one forward each). Columns: ``variant, first_token,
+    layer, position, mass, max_head_alpha, sink_share``; ``layer == -1`` rows hold the
+    all-layer aggregate."""
+    frames = []
+    for name, toks in first_token_variants(model.tokenizer, text, n, length).items():
+        scores = sink_scores(model, toks, positions, eps)
+        per = sink_summary(scores)
+        overall = sink_summary(scores, per_layer=False).assign(layer=-1)
+        df = pd.concat([per, overall], ignore_index=True)
+        df.insert(0, "first_token", model.tokenizer.convert_ids_to_tokens(int(toks[0, 0])))
+        df.insert(0, "variant", name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- ablation
+
+
+def forbid_keys_hook(keys: Sequence[int] = (0,)):
+    """A ``hook_pattern`` hook ``[batch, head, query, key]`` that removes the attention paid
+    to ``keys`` and renormalises each row over the remaining keys.
+
+    A row whose only attended keys are in ``keys`` (the first query of a causal model,
+    which sees only token 0) has nothing to renormalise over; it is left unchanged, so every
+    row still sums to 1 and nothing becomes NaN.
+    """
+    keys = list(keys)
+
+    def hook(pattern, hook):
+        p = pattern.clone()
+        p[..., keys] = 0
+        total = p.sum(-1, keepdim=True)
+        empty = total <= 0
+        return torch.where(empty, pattern, p / torch.where(empty, torch.ones_like(total), total))
+
+    return hook
+
+
+@torch.no_grad()
+def _loss(model, tokens: torch.Tensor) -> float:
+    logits = model(tokens)
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return float(-lp.gather(-1, tokens[:, 1:, None]).mean())
+
+
+def sink_ablation(model, prompts, layer_sets: Mapping[str, Sequence[int]] | None = None,
+                  keys: Sequence[int] = (0,)) -> pd.DataFrame:
+    """Loss change when attention to ``keys`` (default the first token) is forbidden in the
+    given layers (rows renormalised over the other keys, :func:`forbid_keys_hook`).
+
+    Args:
+        model: a hooked causal LM with a meaningful LM head.
+        prompts: natural text(s) of equal token length, or ids ``[batch, seq]``.
+        layer_sets: ``{label: layers}``; default: all layers, all but layer 0, and
+            consecutive groups of 5.
+
+    Returns:
+        One row per set plus the unablated baseline: ``ablated, n_layers, loss, delta_loss,
+        ppl`` (mean next-token cross-entropy over all predicted tokens).
+    """
+    info = getattr(model, "interp_info", None)
+    if info is not None and (not info.causal or not info.has_lm_head):
+        raise ValueError(f"{info.name} has no meaningful next-token loss; use a causal LM")
+    tokens = to_tokens(model, prompts)
+    nl = model.cfg.n_layers
+    if layer_sets is None:
+        layer_sets = {"all": list(range(nl)), f"1-{nl - 1}": list(range(1, nl))}
+        for s in range(0, nl, 5):
+            e = min(nl, s + 5)
+            layer_sets[f"{s}-{e - 1}"] = list(range(s, e))
+    base = _loss(model, tokens)
+    rows = [{"ablated": "none", "n_layers": 0, "loss": base, "delta_loss": 0.0,
+             "ppl": float(torch.exp(torch.tensor(base)))}]
+    for label, layers in layer_sets.items():
+        hook = forbid_keys_hook(keys)
+        with attach(model, [(pattern_hook_name(int(layer)), hook) for layer in layers]):
+            loss = _loss(model, tokens)
+        rows.append({"ablated": label, "n_layers": len(layers), "loss": loss,
+                     "delta_loss": loss - base, "ppl": float(torch.exp(torch.tensor(loss)))})
+    return pd.DataFrame(rows)
