@@ -8,7 +8,8 @@ Run by hand (never asserted in tests)::
 For each sequence length and each implementation (built from ``interp.attention.names()``, with
 the options in ``BENCH_OPTIONS``) it measures, causal, forward only, under ``torch.no_grad``:
 
-- time: median of ``--repeats`` calls after one warm-up call, and the ratio
+- time: median of ``--repeats`` calls after one warm-up call (wall clock, or with
+  ``--threads 1 --clock cpu`` the process CPU time, robust on a shared machine), and the ratio
   ``t(SDPA) / t(impl)`` ("x SDPA", > 1 means faster) against ``softmax`` (torch SDPA, causal)
   measured in the same run;
 - FLOP/s: the algorithm's matmul FLOPs (``count_flops``: what the implementation computes,
@@ -95,22 +96,25 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
     a @ b
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         a @ b
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     return 2 * size**3 / statistics.median(ts)
 
 
 # -- time and memory -----------------------------------------------------------------------
+CLOCK = time.perf_counter
+
+
 def time_call(impl, n: int, repeats: int) -> float:
     q, k, v = inputs(n)
     with torch.no_grad():
         impl(q, k, v, causal=True)
         ts = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             impl(q, k, v, causal=True)
-            ts.append(time.perf_counter() - t0)
+            ts.append(CLOCK() - t0)
     return statistics.median(ts)
 
 
@@ -175,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads (default: torch's choice). On a shared machine use 1: "
                          "with 2 OpenMP threads and another busy process every op waits for a "
                          "descheduled thread")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: perf_counter; cpu: process CPU time (with --threads 1 this "
+                         "ignores time the process spent descheduled on a loaded machine)")
     ap.add_argument("--names", nargs="+", choices=attention.names(), default=attention.names(),
                     help="implementations (default: every registered one)")
     args = ap.parse_args(argv)
@@ -182,13 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (2 if args.quick else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if torch.get_num_threads() != 1:
+            ap.error("--clock cpu needs --threads 1 (process CPU time sums all threads)")
+        global CLOCK
+        CLOCK = time.process_time
     threads = torch.get_num_threads()
     names = [BASELINE] + [n for n in args.names if n != BASELINE]
     impls = {name: build(name) for name in names}
 
     rate = matmul_rate()
-    print(f"torch {torch.__version__}, {threads} threads; batch {BATCH}, heads {HEADS}, "
-          f"d_head {D_HEAD}, fp32, causal, forward under no_grad")
+    print(f"torch {torch.__version__}, {threads} threads, {args.clock} clock; batch {BATCH}, "
+          f"heads {HEADS}, d_head {D_HEAD}, fp32, causal, forward under no_grad")
     print(f"matmul rate (2048^3 fp32): {rate / 1e9:.1f} GFLOP/s")
     for name, impl in impls.items():
         print(f"  {name}: {impl.describe()}")
