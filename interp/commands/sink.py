@@ -60,7 +60,7 @@ def cmd_stream(args) -> int:
 
     from interp.models.pretrained import PRETRAINED
     from interp.models.registry import unknown_model_error
-    from interp.streaming import MODES, StreamingLM, evaluate_stream, stream_tokens
+    from interp.streaming import MODES
 
     if args.model not in PRETRAINED:
         raise unknown_model_error(args.model)
@@ -71,9 +71,19 @@ def cmd_stream(args) -> int:
     modes = tuple(args.mode or ["sink"])
     if "all" in modes:
         modes = MODES
+    text = read_text_arg(args.text)
+    before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    text = read_text_arg(args.text)
+    try:
+        return _run_stream(args, modes, text)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_stream(args, modes, text) -> int:
+    from interp.streaming import StreamingLM, evaluate_stream, stream_tokens
+
     lm = StreamingLM.from_name(args.model, dtype=args.dtype)
     tokens = stream_tokens(lm.tokenizer, text, args.tokens, bos=not args.no_bos)
     if "dense" in modes and args.tokens > lm.n_ctx:

@@ -1,0 +1,12 @@
+"""Streaming tests decode token by token (batch 1, many tiny matmuls): one CPU thread is
+faster than several on a shared machine, and avoids pathological spin-waiting under load."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
