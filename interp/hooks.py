@@ -22,41 +22,44 @@ def hook_names(model) -> list[str]:
 
 
 @contextmanager
-def attach(model, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator:
-    """Add ``fwd_hooks`` (``(name or name-filter, fn(tensor, hook))``) for the duration of
-    the block; they are removed on exit, even if the block raises.
+def attach(model, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = (),
+           bwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()) -> Iterator:
+    """Add hooks ``(name or name-filter, fn(activation, hook))`` for the duration of the
+    block; they are removed on exit, even if the block raises.
+
+    Hooks go through TransformerLens' ``HookPoint.add_hook``, so ``fn`` sees activations in
+    the documented layouts (e.g. ``hook_z`` as ``[batch, pos, head, d_head]``) and a returned
+    tensor replaces the activation. ``bwd_hooks`` receive gradients the same way.
 
     Raises:
         KeyError: a hook name that the model does not have (the message lists close ones).
     """
     names = set(model.hook_dict)
-    for name, _ in fwd_hooks:
+    for name, _ in (*fwd_hooks, *bwd_hooks):
         if isinstance(name, str) and name not in names:
             import difflib
 
             close = difflib.get_close_matches(name, sorted(names), n=3)
             raise KeyError(f"model has no hook point {name!r}; close matches: {close}")
-    handles = []
+    added = []
     try:
-        for name, fn in fwd_hooks:
-            points = ([model.hook_dict[name]] if isinstance(name, str)
-                      else [hp for n, hp in model.hook_dict.items() if name(n)])
-            for hp in points:
-                handles.append(hp.register_forward_hook(_wrap(fn, hp)))
+        for direction, hooks in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+            for name, fn in hooks:
+                points = ([model.hook_dict[name]] if isinstance(name, str)
+                          else list({id(hp): hp for n, hp in model.hook_dict.items()
+                                     if name(n)}.values()))
+                for hp in points:
+                    added.append((hp, direction, hp.add_hook(fn, dir=direction)))
         yield model
     finally:
-        for h in handles:
-            h.remove()
-
-
-def _wrap(fn: HookFn, hook_point) -> Callable:
-    def hook(module, inputs, output):
-        result = fn(output, hook_point)
-        return result if result is not None else None
-
-    return hook
+        for hp, direction, handle in reversed(added):
+            handle.hook.remove()
+            visible = hp.fwd_hooks if direction == "fwd" else hp.bwd_hooks
+            if handle in visible:
+                visible.remove(handle)
 
 
 def count_hooks(model: torch.nn.Module) -> int:
-    """Number of forward / forward-pre hooks on ``model`` and all its submodules."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Number of forward / forward-pre / backward hooks on ``model`` and its submodules."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())

@@ -39,3 +39,29 @@ def test_unknown_hook_name(toy_model):
     with pytest.raises(KeyError, match="hook_pattern"):
         with attach(toy_model, [("blocks.0.attn.hook_patern", lambda t, hook: None)]):
             pass
+
+
+def test_hook_sees_documented_layout_and_edits_apply(toy_model):
+    """hook_z is [batch, pos, head, d_head] to the hook, and zeroing one head there equals
+    removing that head's slice of the output projection's input."""
+    x = torch.randint(0, 50, (2, 7))
+    shapes = []
+
+    def zero_head1(z, hook):
+        shapes.append(tuple(z.shape))
+        z = z.clone()
+        z[:, :, 1] = 0
+        return z
+
+    with attach(toy_model, [("blocks.0.attn.hook_z", zero_head1)]):
+        patched = toy_model(x)
+    assert shapes == [(2, 7, 4, 8)]
+    # reference: zero the same head through the W_O columns instead
+    o = toy_model.blocks[0].attn.o.original_component
+    saved = o.weight.data.clone()
+    o.weight.data[:, 8:16] = 0
+    try:
+        ref = toy_model(x)
+    finally:
+        o.weight.data.copy_(saved)
+    assert torch.allclose(patched, ref, atol=1e-5)

@@ -109,26 +109,27 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
 
 
 def save_toy(model, path: str | Path, history: pd.DataFrame | None = None) -> Path:
-    """Save a toy model to folder ``path`` (config.json + model.safetensors), atomically."""
+    """Save a toy model into folder ``path`` (config.json + model.safetensors [+ history.csv]).
+
+    Each file is written to a temporary name and renamed into place, so a reader never sees a
+    half-written file; other files in ``path`` (e.g. a ``checkpoints/`` folder) are kept.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     cfg: ToyConfig = model.toy_config
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, tmp / "model.safetensors")
-    (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    if history is not None:
-        history.to_csv(tmp / "history.csv", index=False)
-    if path.exists():
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
-        os.replace(path, old / "x")
-        os.replace(tmp, path)
-        import shutil
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    with tempfile.TemporaryDirectory(dir=path, prefix=".save.") as tmp:
+        tmp = Path(tmp)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        if history is not None:
+            history.to_csv(tmp / "history.csv", index=False)
+        # weights first, config last: a folder with config.json is complete
+        for name in ("model.safetensors", "history.csv", "config.json"):
+            if (tmp / name).exists():
+                os.replace(tmp / name, path / name)
     return path
 
 
@@ -219,9 +220,10 @@ def train_toy(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         last = step == steps - 1
-        if step % 10 == 0 or last:
+        do_eval = eval_fn is not None and ((step + 1) % eval_every == 0 or last or step == 0)
+        if step % 10 == 0 or last or do_eval:
             row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step)}
-            if eval_fn is not None and ((step + 1) % eval_every == 0 or last or step == 0):
+            if do_eval:
                 model.eval()
                 with torch.no_grad():
                     row.update(eval_fn(model))

@@ -1,0 +1,104 @@
+"""``interp probe <name> --model M [--prompt S | --text FILE]``: run one probe, print its table.
+
+The probes available are the entries of :data:`PROBES` (name -> how to run it and how to sort
+its table); ``--help`` and the ``name`` choices are built from it.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from interp.cli import UserError, arguments, command, write_table
+
+
+@dataclass(frozen=True)
+class ProbeEntry:
+    """How ``interp probe`` runs a probe: ``run(model, tokens_or_None, args) -> DataFrame``
+    (``None`` = the probe's default inputs), then sorts by ``sort_by`` (top first)."""
+
+    run: Callable[..., pd.DataFrame]
+    sort_by: str
+    ascending: bool
+    help: str
+
+
+def _induction(model, tokens, args) -> pd.DataFrame:
+    from interp.probes.induction import induction_scores
+
+    if tokens is None:
+        return induction_scores(model, seg_len=args.seg_len, batch=args.batch, seed=args.seed)
+    return induction_scores(model, tokens, seg_len=None)
+
+
+def _locality(model, tokens, args) -> pd.DataFrame:
+    from interp.probes.induction import repeated_random_tokens
+    from interp.probes.locality import locality_scores
+
+    if tokens is None:
+        tokens = repeated_random_tokens(model, batch=args.batch, seg_len=args.seg_len,
+                                        seed=args.seed)
+    return locality_scores(model, tokens)
+
+
+PROBES: dict[str, ProbeEntry] = {
+    "induction": ProbeEntry(_induction, "induction", False,
+                            "induction / prefix-matching / previous-token / duplicate-token / "
+                            "copying scores per head (default input: repeated random tokens)"),
+    "locality": ProbeEntry(_locality, "mass_inside", True,
+                           "share of each head's attention inside sliding-window / block-sparse "
+                           "layouts (lowest first: heads a sparse swap would hurt)"),
+}
+
+
+def _tokens(model, args):
+    from interp.probes.common import to_tokens
+
+    if args.prompt is not None and args.text is not None:
+        raise UserError("give --prompt or --text, not both")
+    if args.text is not None:
+        path = Path(args.text)
+        if not path.is_file():
+            raise UserError(f"text file not found: {path}")
+        text = path.read_text()
+        ids = to_tokens(model, [text[: 40 * model.cfg.n_ctx]]) if len(text) else None
+        if ids is None:
+            raise UserError(f"{path} is empty")
+        return ids[:, : min(ids.shape[1], args.max_tokens)]
+    if args.prompt is not None:
+        return to_tokens(model, args.prompt)
+    return None
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=sorted(PROBES), help="; ".join(
+        f"{k}: {v.help}" for k, v in sorted(PROBES.items())))
+    p.add_argument("--model", default="smollm2-135m", help="registry name (see `interp models`)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help="probe this text")
+    src.add_argument("--text", help="probe the text in this file (first --max-tokens tokens)")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--seg-len", type=int, default=50, help="repeated segment length (default input)")
+    p.add_argument("--batch", type=int, default=8, help="rows of the default input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=None, help="print only the top N rows")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--out", help="write the table to this file instead of stdout")
+
+
+@command("probe", "run a probe on a model and print one row per layer/head, top heads first")
+@arguments(_args)
+def cmd_probe(args) -> int:
+    import interp
+
+    entry = PROBES[args.name]
+    model = interp.load_model(args.model)
+    df = entry.run(model, _tokens(model, args), args)
+    df = df.sort_values(entry.sort_by, ascending=entry.ascending).reset_index(drop=True)
+    if args.top:
+        df = df.head(args.top)
+    write_table(df.round(4), args.format, args.out)
+    return 0

@@ -1,0 +1,127 @@
+"""Training recipe: toy attention-only transformers that form induction heads (Olsson et al.).
+
+``train_toy_induction(cfg)`` trains a 2-layer attention-only model (and, with
+``cfg.control``, a 1-layer control that cannot form induction heads: an induction head needs a
+previous-token head in an earlier layer to K-compose with) on
+:class:`interp.tasks.InductionMixture` (repeated random segments mixed with plain random
+tokens, BOS = token 0). Every ``eval_every`` steps it records, on a fixed held-out batch of
+repeated random tokens: the best head's induction and previous-token scores, the loss on the
+repeated half (near zero once induction works) and the in-context-learning score (loss late
+in the sequence minus loss early), so the phase change is visible. Checkpoints are written
+every ``checkpoint_every`` steps; the final model is saved where
+``load_model("toy:<name>")`` finds it (``<cache>/toy/<name>``), the control beside it as
+``<name>-control``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from interp.models.cache import cache_dir
+from interp.models.toy import ToyConfig, build_toy, save_toy, train_toy
+
+BOS = 0
+
+
+@dataclass(frozen=True)
+class ToyInductionConfig:
+    """Recipe for ``interp train toy-induction`` (defaults: ~1-3 minutes per model on 2 cores).
+
+    Attributes:
+        name: checkpoint name under ``<cache>/toy/``.
+        n_layers, d_model, n_heads, d_head, d_vocab: the main model's shape.
+        seg_len: repeated segment length (sequence = 1 + 2 * seg_len tokens).
+        batch, steps, lr: training.
+        repeat_share: share of training rows that hold a repeated segment.
+        eval_every, checkpoint_every: steps between evaluations / checkpoints.
+        control: also train a 1-layer control with the same settings.
+        seed: seeds init, data and the evaluation batch.
+    """
+
+    name: str = "toy-induction-2l"
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 16
+    d_vocab: int = 128
+    seg_len: int = 24
+    batch: int = 32
+    steps: int = 1000
+    lr: float = 1e-3
+    repeat_share: float = 0.75
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    control: bool = True
+    seed: int = 0
+
+    def toy_config(self, n_layers: int | None = None) -> ToyConfig:
+        return ToyConfig(n_layers=n_layers or self.n_layers, d_model=self.d_model,
+                         n_heads=self.n_heads, d_head=self.d_head, d_vocab=self.d_vocab,
+                         n_ctx=max(64, 1 + 2 * self.seg_len), attn_only=True, seed=self.seed)
+
+
+def eval_tokens(cfg: ToyInductionConfig, batch: int = 32) -> torch.Tensor:
+    """The fixed held-out batch: ``[batch, 1 + 2 * seg_len]`` repeated random tokens."""
+    from interp.tasks import repeated_tokens
+
+    return repeated_tokens(batch, cfg.seg_len, 2, cfg.d_vocab, bos_token=BOS, low=1,
+                           seed=10_000 + cfg.seed)
+
+
+def induction_metrics(model, tokens: torch.Tensor, seg_len: int) -> dict[str, float]:
+    """Best-head induction and previous-token scores, repeated-half loss, first-half loss and
+    ICL score (loss at the last token minus loss at token ``seg_len // 2``) on ``tokens``."""
+    from interp.circuits.ablation import first_half_loss, repeated_half_loss, token_losses
+    from interp.probes.induction import pattern_scores
+
+    df = pattern_scores(model, tokens, seg_len=seg_len, offset=1)
+    with torch.no_grad():
+        logits = model(tokens)
+    losses = token_losses(logits, tokens).mean(0)
+    early = seg_len // 2
+    return {
+        "induction": float(df.induction.max()),
+        "previous_token": float(df.previous_token.max()),
+        "repeated_loss": float(repeated_half_loss(seg_len, 1)(logits, tokens)),
+        "first_half_loss": float(first_half_loss(seg_len, 1)(logits, tokens)),
+        "icl_score": float(losses[-1] - losses[early - 1]),
+    }
+
+
+def default_dir(name: str) -> Path:
+    return cache_dir() / "toy" / name
+
+
+def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
+                        out_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train the induction model (and the 1-layer control); returns the training history.
+
+    Returns:
+        DataFrame with columns ``model`` ("main"/"control"), ``step``, ``loss``, ``lr``,
+        ``induction``, ``previous_token``, ``repeated_loss``, ``first_half_loss``,
+        ``icl_score`` (metric columns filled on evaluation steps).
+    """
+    from interp.tasks import InductionMixture
+
+    out = Path(out_dir) if out_dir else default_dir(cfg.name)
+    mixture = InductionMixture(vocab_size=cfg.d_vocab, seg_len=cfg.seg_len, n_repeats=2,
+                               batch=cfg.batch, repeat_share=cfg.repeat_share, bos_token=BOS,
+                               low=1)
+    held_out = eval_tokens(cfg)
+    runs = [("main", cfg.n_layers, out)]
+    if cfg.control:
+        runs.append(("control", 1, out.parent / f"{out.name}-control"))
+    histories = []
+    for label, n_layers, path in runs:
+        model = build_toy(cfg.toy_config(n_layers))
+        history = train_toy(
+            model, mixture.batch_fn(cfg.seed), steps=cfg.steps, lr=cfg.lr,
+            eval_fn=lambda m: induction_metrics(m, held_out, cfg.seg_len),
+            eval_every=cfg.eval_every, checkpoint_dir=path / "checkpoints",
+            checkpoint_every=cfg.checkpoint_every, progress=progress)
+        save_toy(model, path, history)
+        histories.append(history.assign(model=label))
+    return pd.concat(histories, ignore_index=True)

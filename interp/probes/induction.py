@@ -1,0 +1,170 @@
+"""Induction-head probe: attention-pattern scores and the OV copying score for every head.
+
+Definitions (Olsson et al. 2022; Elhage et al. 2021), all read from ONE batched forward
+that hooks only ``hook_pattern`` and reduces each layer's ``[batch, head, q, k]`` pattern
+inside the hook:
+
+- ``induction``: on repeated random tokens (segment of length ``seg_len`` repeated, optional
+  BOS), attention from a token in a later copy to the token right after its occurrence in the
+  previous copy (key ``i - seg_len + 1``), averaged over the queries of copies 2..k. Without
+  a known ``seg_len`` this falls back to ``prefix_matching``.
+- ``prefix_matching``: attention mass on keys ``j`` whose previous token equals the query's
+  token (``tokens[j-1] == tokens[i]``, ``j - 1 < i``), averaged over queries that have one.
+- ``previous_token``: attention to key ``i - 1``, averaged over queries ``i >= 1``.
+- ``duplicate_token``: attention mass on earlier keys holding the query's own token
+  (``tokens[j] == tokens[i]``, ``j < i``), averaged over queries that have one.
+- ``copying``: sum(eigenvalues) / sum(|eigenvalues|) of the head's full OV circuit
+  ``W_E W_V W_O W_U`` (vocab x vocab); positive = the head copies the tokens it attends to.
+  Computed exactly from the ``d_head x d_head`` matrix ``W_O W_U W_E W_V``, which has the same
+  non-zero eigenvalues.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from interp.probes.common import check_tokens, layer_of, pattern_hook_name, run_probe
+from interp.tasks import repeated_tokens
+from interp.weights import head_weights
+
+SCORE_COLUMNS = ["induction", "prefix_matching", "previous_token", "duplicate_token", "copying"]
+
+
+def bos_id(model) -> int | None:
+    """The token the model's convention puts first (None when it prepends nothing)."""
+    tok = model.tokenizer
+    if getattr(model.interp_info, "kind", "") == "toy":
+        return None
+    if tok is not None and tok.bos_token_id is not None and model.cfg.default_prepend_bos:
+        return int(tok.bos_token_id)
+    if tok is not None and tok.cls_token_id is not None:
+        return int(tok.cls_token_id)
+    return None
+
+
+def repeated_random_tokens(model, batch: int = 8, seg_len: int = 50, n_repeats: int = 2,
+                           seed: int = 0, low: int | None = None) -> torch.Tensor:
+    """``[batch, (1 if BOS) + seg_len * n_repeats]`` random segments repeated, with the
+    model's BOS first when it uses one. Ids are drawn from ``[low, vocab)``; ``low``
+    defaults to 1000 for tokenized models (away from special and byte tokens), 0 for toys."""
+    bos = bos_id(model)
+    if low is None:
+        low = 0 if model.tokenizer is None else min(1000, model.cfg.d_vocab // 2)
+    toks = repeated_tokens(batch, seg_len, n_repeats=n_repeats, vocab_size=model.cfg.d_vocab,
+                           bos_token=bos, seed=seed, low=low)
+    return check_tokens(model, toks)
+
+
+def _token_masks(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix-matching and duplicate-token key masks ``[batch, q, k]`` (bool)."""
+    n = tokens.shape[1]
+    i = torch.arange(n, device=tokens.device)[:, None]
+    j = torch.arange(n, device=tokens.device)[None, :]
+    same = tokens[:, :, None] == tokens[:, None, :]                  # [b, i, j]
+    dup = same & (j < i)
+    prev_tok = torch.cat([tokens[:, :1] * 0 - 1, tokens[:, :-1]], dim=1)  # tokens[j-1], -1 at 0
+    prefix = (tokens[:, :, None] == prev_tok[:, None, :]) & (j >= 1) & (j - 1 < i)
+    return prefix, dup
+
+
+def _masked_mean(mass: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """mass ``[b, h, q]``, has ``[b, q]`` -> mean over (b, q) where ``has``, per head ``[h]``."""
+    w = has[:, None, :].to(mass.dtype)
+    return (mass * w).sum(dim=(0, 2)) / w.sum(dim=(0, 2)).clamp_min(1)
+
+
+def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
+                   offset: int | None = None, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """Pattern-based scores (induction, prefix_matching, previous_token, duplicate_token).
+
+    Args:
+        tokens: ``[batch, seq]``.
+        seg_len: length of the repeated segment (enables the ``induction`` column).
+        offset: position of the first segment's first token (1 with BOS, else 0; default:
+            1 if every row starts with the model's BOS id, else 0).
+
+    Returns:
+        DataFrame, one row per (layer, head).
+    """
+    tokens = check_tokens(model, tokens)
+    b, n = tokens.shape
+    if offset is None:
+        bos = bos_id(model)
+        offset = int(bos is not None and bool((tokens[:, 0] == bos).all()))
+    if seg_len is not None and not 1 <= seg_len <= (n - offset) // 2:
+        raise ValueError(f"seg_len {seg_len} does not fit a repeated sequence of {n} tokens")
+    prefix, dup = _token_masks(tokens)
+    prefix_f, dup_f = prefix.float(), dup.float()
+    has_prefix, has_dup = prefix.any(-1), dup.any(-1)
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    out: dict[int, dict[str, torch.Tensor]] = {}
+
+    def hook(pattern, hook):                                         # [b, h, q, k]
+        p = pattern.float()
+        scores = {
+            "previous_token": p.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2)),
+            "prefix_matching": _masked_mean((p * prefix_f[:, None]).sum(-1), has_prefix),
+            "duplicate_token": _masked_mean((p * dup_f[:, None]).sum(-1), has_dup),
+        }
+        if seg_len is not None:
+            diag = p.diagonal(offset=-(seg_len - 1), dim1=-2, dim2=-1)   # query i at i-seg+1
+            first_q = offset + seg_len                                   # first query of copy 2
+            scores["induction"] = diag[..., first_q - (seg_len - 1):].mean(dim=(0, 2))
+        else:
+            scores["induction"] = scores["prefix_matching"]
+        out[layer_of(hook.name)] = {k: v.cpu() for k, v in scores.items()}
+
+    run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
+    rows = []
+    for layer in layers:
+        for h in range(model.cfg.n_heads):
+            rows.append({"layer": layer, "head": h,
+                         **{k: out[layer][k][h].item() for k in SCORE_COLUMNS[:4]}})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def copying_scores(model) -> pd.DataFrame:
+    """``copying`` per (layer, head): eigenvalue score of the OV circuit W_E W_V W_O W_U."""
+    w = head_weights(model)
+    UE = w.W_U @ w.W_E                                               # [d_model, d_model]
+    M = torch.einsum("lhed,df,lhfk->lhek", w.W_O, UE, w.W_V)         # [L, H, dh, dh]
+    eig = torch.linalg.eigvals(M.double())                           # [L, H, dh]
+    score = eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)
+    rows = [{"layer": layer, "head": h, "copying": score[layer, h].item()}
+            for layer in range(w.n_layers) for h in range(w.n_heads)]
+    return pd.DataFrame(rows)
+
+
+def induction_scores(model, tokens: torch.Tensor | None = None, *, seg_len: int | None = 50,
+                     batch: int = 8, n_repeats: int = 2, seed: int = 0,
+                     layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """All induction-circuit scores for every head, one row per (layer, head).
+
+    Args:
+        model: a hooked decoder (pretrained or toy).
+        tokens: ``[batch, seq]``; default: :func:`repeated_random_tokens` with ``batch``,
+            ``seg_len``, ``n_repeats`` and ``seed``. With your own tokens, pass their
+            ``seg_len`` (or None for arbitrary text: induction = prefix matching).
+
+    Returns:
+        DataFrame with columns ``layer, head, induction, prefix_matching, previous_token,
+        duplicate_token, copying``.
+    """
+    if tokens is None:
+        if seg_len is None:
+            raise ValueError("seg_len is needed to build repeated random tokens")
+        tokens = repeated_random_tokens(model, batch=batch, seg_len=seg_len,
+                                        n_repeats=n_repeats, seed=seed)
+    df = pattern_scores(model, tokens, seg_len=seg_len, layers=layers)
+    cp = copying_scores(model)
+    df = df.merge(cp, on=["layer", "head"], how="left")
+    return df[["layer", "head", *SCORE_COLUMNS]]
+
+
+def top_heads(df: pd.DataFrame, column: str = "induction", k: int = 5) -> list[tuple[int, int]]:
+    """The ``k`` (layer, head) pairs with the highest ``column``."""
+    top = df.nlargest(k, column)
+    return [(int(r.layer), int(r.head)) for r in top.itertuples()]

@@ -1,0 +1,72 @@
+"""Per-head weight matrices of a hooked model, in TransformerLens' row-vector convention.
+
+``head_weights(model)`` returns :class:`HeadWeights` with
+
+    W_Q, W_K, W_V  [n_layers, n_heads, d_model, d_head]   (q = x @ W_Q; GQA K/V expanded so
+                                                           query head h uses kv head h // group)
+    W_O            [n_layers, n_heads, d_head, d_model]
+    W_E            [d_vocab, d_model]
+    W_U            [d_model, d_vocab]
+
+With ``fold_norms=True`` (default) the elementwise scale of each block's first norm (``ln1``:
+LayerNorm or RMSNorm weight) is folded into the rows of W_Q/W_K/W_V, and the final norm's
+scale into W_U, so circuits read through the norms' learned scales (the normalisation itself
+and biases are left out, as in Elhage et al. 2021). RoPE is not part of W_Q/W_K.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class HeadWeights:
+    W_Q: torch.Tensor
+    W_K: torch.Tensor
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    W_E: torch.Tensor
+    W_U: torch.Tensor
+
+    @property
+    def n_layers(self) -> int:
+        return self.W_Q.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.W_Q.shape[1]
+
+
+def _norm_weight(norm_bridge) -> torch.Tensor | None:
+    comp = getattr(norm_bridge, "original_component", None)
+    w = getattr(comp, "weight", None)
+    return w.detach().float() if isinstance(w, torch.Tensor) else None
+
+
+@torch.no_grad()
+def head_weights(model, fold_norms: bool = True) -> HeadWeights:
+    """The model's per-head matrices as float32 CPU tensors (see module docstring)."""
+    W_Q = model.W_Q.detach().float().cpu()
+    W_K = model.W_K.detach().float().cpu()
+    W_V = model.W_V.detach().float().cpu()
+    W_O = model.W_O.detach().float().cpu()
+    n_heads = W_Q.shape[1]
+    group = n_heads // W_K.shape[1]
+    if group > 1:
+        W_K = W_K.repeat_interleave(group, dim=1)
+        W_V = W_V.repeat_interleave(group, dim=1)
+    W_E = model.W_E.detach().float().cpu()
+    W_U = model.W_U.detach().float().cpu()
+    if fold_norms:
+        for layer, block in enumerate(model.blocks):
+            w = _norm_weight(getattr(block, "ln1", None))
+            if w is not None:
+                w = w.cpu()[None, :, None]
+                W_Q[layer] = W_Q[layer] * w
+                W_K[layer] = W_K[layer] * w
+                W_V[layer] = W_V[layer] * w
+        w = _norm_weight(getattr(model, "ln_final", None))
+        if w is not None:
+            W_U = W_U * w.cpu()[:, None]
+    return HeadWeights(W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O, W_E=W_E, W_U=W_U)
