@@ -1,0 +1,28 @@
+"""Exact retrieval (MQAR) with swappable attention mixers.
+
+- :mod:`interp.retrieval.model`: :class:`RetrievalModel` (any registered implementation, or a
+  hybrid such as Based, as its token mixer) and its state size.
+- :mod:`interp.retrieval.train`: :func:`train_mqar` on CPU and :func:`evaluate`.
+- :mod:`interp.retrieval.sweep`: :func:`run_retrieval_sweep`, recall against width and state
+  size for every implementation, resumable; :func:`load_experiment` reads
+  ``experiments/retrieval_*.toml``. ``python -m interp.retrieval EXPERIMENT.toml OUT_DIR
+  [--quick]`` runs one.
+
+The bottleneck measures (effective rank, row entropy of attention maps) live in
+:mod:`interp.probes.retrieval`.
+"""
+from interp.retrieval.model import (
+    AttentionMixer, MixerSpec, RetrievalModel, RetrievalModelConfig,
+)
+from interp.retrieval.sweep import (
+    HybridSpec, QuickOverrides, RetrievalSweepConfig, based_hybrid, load_experiment,
+    run_retrieval_sweep, sweep_points,
+)
+from interp.retrieval.train import TrainConfig, TrainResult, evaluate, train_mqar
+
+__all__ = [
+    "AttentionMixer", "MixerSpec", "RetrievalModel", "RetrievalModelConfig", "HybridSpec",
+    "QuickOverrides", "RetrievalSweepConfig", "based_hybrid", "load_experiment",
+    "run_retrieval_sweep", "sweep_points", "TrainConfig", "TrainResult", "evaluate",
+    "train_mqar",
+]

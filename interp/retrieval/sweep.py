@@ -1,0 +1,325 @@
+"""Recall against width and state size, for every attention implementation (Zoology-style).
+
+Architecture
+------------
+- :class:`RetrievalSweepConfig` (strict; loaded from TOML with :func:`load_experiment`) names the
+  task (vocab, seq_len, power_a, several ``num_kv_pairs``), the model shape (several
+  ``d_models``), the training settings and the implementations.
+- Implementations are built from the registry, never listed in code: with ``registry = true``
+  every name in ``interp.attention.names()`` is one implementation, except ``linear``, which is
+  one implementation per feature map in ``interp.attention.feature_maps()`` (label
+  ``linear_<map>``). ``exclude`` drops labels, ``options`` adds keyword options per label (or
+  per registry name, e.g. ``linear = {form = "parallel"}``), and ``hybrids`` adds mixtures such
+  as Based (linear attention with the Taylor map + a sliding window, summed).
+- :func:`run_retrieval_sweep` trains one model per (implementation, d_model, num_kv_pairs) with
+  :func:`interp.retrieval.train.train_mqar`, measures the attention bottleneck of each trained
+  model (:mod:`interp.probes.retrieval`), and records each finished point in
+  ``points.jsonl`` through :class:`interp.results.Sweep`, so a rerun skips finished points.
+  A point's key holds a hash of everything that determines its result: change the config and
+  the point is trained again.
+
+Outputs in ``out_dir``: ``retrieval.csv`` (one row per model), ``run.json`` (config, versions,
+seed), ``bottleneck_vs_error.csv`` (correlation of retrieval error with the bottleneck
+measures), ``accuracy_vs_state.html`` and ``accuracy_vs_width.html`` (plotly, inline JS).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp import attention
+from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.probes.retrieval import (
+    attention_bottleneck, relate_retrieval_error, summarize_bottleneck,
+)
+from interp.results import Sweep, atomic_write_text, write_meta, write_table
+from interp.retrieval import train as _train
+from interp.retrieval.model import MixerSpec, RetrievalModelConfig
+from interp.retrieval.train import TrainConfig, mqar_test_set
+from interp.tasks import MQARConfig
+
+EXPERIMENT_KIND = "retrieval_sweep"
+
+
+@dataclass(frozen=True)
+class HybridSpec:
+    """A mixture of registered implementations, e.g. Based = linear (taylor) + sliding window.
+
+    Attributes:
+        label: name in tables and plots.
+        mixers: the implementations.
+        combine: ``"sum"`` (all in every layer, outputs added) or ``"alternate"`` (by layer).
+    """
+
+    label: str
+    mixers: list[MixerSpec]
+    combine: Literal["sum", "alternate"] = "sum"
+
+
+def based_hybrid(feature_dim: int = 16, window: int = 16) -> HybridSpec:
+    """Based (Arora et al. 2024): linear attention with the 2nd-order Taylor map (a learnable
+    ``feature_dim`` projection) plus a sliding window, summed in every layer."""
+    return HybridSpec("based", [
+        MixerSpec("linear", {"feature_map": "taylor", "feature_dim": feature_dim}),
+        MixerSpec("sliding_window", {"window": window}),
+    ])
+
+
+@dataclass(frozen=True)
+class QuickOverrides:
+    """Settings replaced by the quick variant (``run_retrieval_sweep(..., quick=True)``);
+    None keeps the full sweep's value.
+
+    Attributes:
+        vocab_size, seq_len, num_kv_pairs, d_models: task and width grid.
+        steps, batch_size, test_size: training.
+        include: labels to keep (None = all of the full sweep's implementations).
+
+    The defaults fit in about a minute on a quiet 2-core machine.
+    """
+
+    vocab_size: Optional[int] = 64
+    seq_len: Optional[int] = 32
+    num_kv_pairs: Optional[list[int]] = field(default_factory=lambda: [4])
+    d_models: Optional[list[int]] = field(default_factory=lambda: [64])
+    steps: Optional[int] = 300
+    batch_size: Optional[int] = None
+    test_size: Optional[int] = 256
+    include: Optional[list[str]] = field(
+        default_factory=lambda: ["softmax", "linear_elu", "sliding_window", "based"])
+
+
+@dataclass(frozen=True)
+class RetrievalSweepConfig:
+    """MQAR recall sweep over implementations x widths x numbers of key-value pairs.
+
+    Attributes:
+        vocab_size, seq_len, power_a: the MQAR task (:class:`interp.tasks.MQARConfig`).
+        num_kv_pairs: key-value pairs per row; one model per value.
+        d_models: model widths; one model per value.
+        n_layers, n_heads, mlp_ratio, short_conv: model shape (:class:`RetrievalModelConfig`).
+        registry: include every registered implementation (linear once per feature map).
+        exclude: labels to leave out (``softmax``, ``linear_elu``, ``sliding_window``, ...).
+        options: keyword options per label or per registry name (label wins).
+        hybrids: mixtures of implementations (default: Based).
+        train: optimisation settings.
+        probe_samples: test rows used to measure the attention bottleneck.
+        threads: torch CPU threads during the sweep (1 is fastest on a shared 2-core box).
+        seed: model initialisation seed (data seeds are in ``train``).
+        quick: the quick variant's overrides.
+    """
+
+    vocab_size: int = 128
+    seq_len: int = 64
+    power_a: float = 0.01
+    num_kv_pairs: list[int] = field(default_factory=lambda: [4, 8])
+    d_models: list[int] = field(default_factory=lambda: [32, 64])
+    n_layers: int = 2
+    n_heads: int = 1
+    mlp_ratio: int = 4
+    short_conv: int = 3
+    registry: bool = True
+    exclude: list[str] = field(default_factory=lambda: ["sink_window", "block_sparse"])
+    options: dict[str, dict] = field(default_factory=lambda: {
+        "linear": {"form": "parallel"},  # fastest form at these lengths; same function
+        "linear_taylor": {"feature_dim": 16},  # Based's projection; 1 + 16 + 256 features
+        "sliding_window": {"window": 16},
+        "sink_window": {"window": 16},
+        "block_sparse": {"block_size": 16},
+    })
+    hybrids: list[HybridSpec] = field(default_factory=lambda: [based_hybrid()])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe_samples: int = 64
+    threads: Optional[int] = 1
+    seed: int = 0
+    quick: QuickOverrides = field(default_factory=QuickOverrides)
+
+    def __post_init__(self) -> None:
+        if not self.num_kv_pairs or not self.d_models:
+            raise ValueError("num_kv_pairs and d_models must each list at least one value")
+        for n in self.num_kv_pairs:  # raises a ValueError naming the problem
+            MQARConfig(vocab_size=self.vocab_size, seq_len=self.seq_len, num_kv_pairs=n,
+                       power_a=self.power_a)
+        for d in self.d_models:
+            if d < 1 or d % self.n_heads:
+                raise ValueError(f"d_model {d} must be a positive multiple of n_heads "
+                                 f"({self.n_heads})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        object.__setattr__(self, "hybrids", [
+            h if isinstance(h, HybridSpec) else from_dict(HybridSpec, h) for h in self.hybrids])
+
+    # -- implementations ------------------------------------------------------------------
+    def implementations(self) -> dict[str, HybridSpec]:
+        """``{label: HybridSpec}`` in sweep order, built from the registry and the config.
+
+        Raises ``ValueError`` for an ``exclude``/``options`` label that names nothing.
+        """
+        out: dict[str, HybridSpec] = {}
+        if self.registry:
+            for name in attention.names():
+                if name == "linear":
+                    for fm in attention.feature_maps():
+                        label = f"linear_{fm}"
+                        opts = {**self.options.get(name, {}), "feature_map": fm,
+                                **self.options.get(label, {})}
+                        out[label] = HybridSpec(label, [MixerSpec(name, opts)])
+                else:
+                    opts = {**self.options.get(name, {})}
+                    out[name] = HybridSpec(name, [MixerSpec(name, opts)])
+        for h in self.hybrids:
+            if h.label in out:
+                raise ValueError(f"hybrid label {h.label!r} clashes with a registry label")
+            out[h.label] = h
+        known = set(out) | set(attention.names())
+        for what, labels in (("exclude", self.exclude), ("options", self.options)):
+            bad = sorted(set(labels) - known)
+            if bad:
+                raise ValueError(f"{what} names unknown implementation(s) {bad}; valid: "
+                                 f"{sorted(known)}")
+        return {k: v for k, v in out.items() if k not in self.exclude}
+
+    def model_config(self, impl: HybridSpec, d_model: int) -> RetrievalModelConfig:
+        return RetrievalModelConfig(
+            vocab_size=self.vocab_size, d_model=d_model, n_layers=self.n_layers,
+            n_heads=self.n_heads, max_len=self.seq_len, mixers=list(impl.mixers),
+            combine=impl.combine, mlp_ratio=self.mlp_ratio, short_conv=self.short_conv,
+            seed=self.seed)
+
+    def task(self, num_kv_pairs: int) -> MQARConfig:
+        return MQARConfig(vocab_size=self.vocab_size, seq_len=self.seq_len,
+                          num_kv_pairs=num_kv_pairs, power_a=self.power_a,
+                          batch=self.train.batch_size)
+
+    # -- the quick variant ----------------------------------------------------------------
+    def quick_variant(self) -> "RetrievalSweepConfig":
+        """This config with :class:`QuickOverrides` applied (and ``include`` turned into
+        ``exclude``)."""
+        q = self.quick
+        top = {k: getattr(q, k) for k in ("vocab_size", "seq_len", "num_kv_pairs", "d_models")
+               if getattr(q, k) is not None}
+        tr = {k: getattr(q, k) for k in ("steps", "batch_size", "test_size")
+              if getattr(q, k) is not None}
+        cfg = dataclasses.replace(self, train=dataclasses.replace(self.train, **tr), **top)
+        if q.include is not None:
+            labels = cfg.implementations()
+            bad = sorted(set(q.include) - set(labels))
+            if bad:
+                raise ValueError(f"quick.include names unknown implementation(s) {bad}; "
+                                 f"valid: {sorted(labels)}")
+            cfg = dataclasses.replace(
+                cfg, exclude=list(cfg.exclude) + [lab for lab in labels if lab not in q.include])
+        return cfg
+
+
+def load_experiment(path: str | Path) -> RetrievalSweepConfig:
+    """Read an experiment TOML: ``kind = "retrieval_sweep"`` and a ``[sweep]`` table holding
+    :class:`RetrievalSweepConfig` fields. Unknown keys anywhere are a ``ConfigError``."""
+    data = load_toml(path)
+    kind = data.get("kind")
+    if kind != EXPERIMENT_KIND:
+        raise ConfigError(f"{path}: kind must be {EXPERIMENT_KIND!r}, got {kind!r}")
+    extra = sorted(set(data) - {"kind", "sweep"})
+    if extra:
+        raise ConfigError(f"{path}: unknown top-level key(s) {extra}; expected 'kind' and "
+                          "a [sweep] table")
+    return from_dict(RetrievalSweepConfig, data.get("sweep", {}), where=f"{path}: sweep")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(to_dict(obj), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def sweep_points(cfg: RetrievalSweepConfig) -> list[dict[str, Any]]:
+    """One point per (implementation, d_model, num_kv_pairs), with a hash of its full setup."""
+    points = []
+    for label, impl in cfg.implementations().items():
+        for n in cfg.num_kv_pairs:
+            for d in cfg.d_models:
+                setup = {"model": cfg.model_config(impl, d), "task": cfg.task(n),
+                         "train": cfg.train, "probe_samples": cfg.probe_samples}
+                points.append({"impl": label, "d_model": d, "num_kv_pairs": n,
+                               "setup": _hash(setup)})
+    return points
+
+
+def run_point(cfg: RetrievalSweepConfig, point: dict[str, Any], impl: HybridSpec,
+              progress: bool = False) -> dict[str, Any]:
+    """Train and measure one model; returns the result fields of its table row."""
+    task = cfg.task(point["num_kv_pairs"])
+    model_cfg = cfg.model_config(impl, point["d_model"])
+    res = _train.train_mqar(model_cfg, task, cfg.train, progress=progress,
+                            desc=f"{point['impl']} d={point['d_model']} n={point['num_kv_pairs']}")
+    probe_inputs = mqar_test_set(task, cfg.train).inputs[: cfg.probe_samples]
+    bottleneck = summarize_bottleneck(attention_bottleneck(res.model, probe_inputs))
+    return {
+        "accuracy": res.accuracy,
+        "state_size": res.model.state_size(cfg.seq_len),
+        "n_params": res.model.n_params(),
+        "final_loss": float(res.history["loss"].iloc[-1]),
+        "seconds": round(res.seconds, 2),
+        "mixers": " + ".join(m.label() for m in impl.mixers),
+        **bottleneck,
+    }
+
+
+def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: bool = False,
+                        *, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) the sweep and write its outputs (see the module docstring).
+
+    Args:
+        cfg: the sweep.
+        out_dir: output folder (created); finished points already recorded there are skipped.
+        quick: run :meth:`RetrievalSweepConfig.quick_variant` instead (same folder layout).
+        progress: tqdm bars (one for the sweep, one per training run).
+
+    Returns:
+        The table written to ``retrieval.csv``: one row per model with ``impl``, ``d_model``,
+        ``num_kv_pairs``, ``setup``, ``accuracy``, ``state_size``, ``n_params``,
+        ``final_loss``, ``seconds``, ``mixers``, ``eff_rank``, ``energy_rank``,
+        ``row_entropy``, ``min_row_entropy``.
+    """
+    run_cfg = cfg.quick_variant() if quick else cfg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    impls = run_cfg.implementations()
+    points = sweep_points(run_cfg)
+    write_meta(out_dir, to_dict(run_cfg), seed=run_cfg.seed,
+               extra={"quick": quick, "kind": EXPERIMENT_KIND,
+                      "implementations": {k: to_dict(v) for k, v in impls.items()}})
+    sweep = Sweep(out_dir)
+    todo = list(sweep.pending(points))
+    old_threads = torch.get_num_threads()
+    if run_cfg.threads:
+        torch.set_num_threads(run_cfg.threads)
+    try:
+        bar = tqdm(todo, desc="retrieval sweep", disable=not progress)
+        for point in bar:
+            bar.set_postfix(impl=point["impl"], d=point["d_model"], n=point["num_kv_pairs"])
+            sweep.record(point, run_point(run_cfg, point, impls[point["impl"]], progress))
+    finally:
+        torch.set_num_threads(old_threads)
+
+    table = sweep.table()
+    wanted = {p["setup"] for p in points}
+    table = table[table["setup"].isin(wanted)].drop_duplicates("setup", keep="last")
+    order = {p["setup"]: i for i, p in enumerate(points)}
+    table = table.sort_values("setup", key=lambda s: s.map(order)).reset_index(drop=True)
+    write_table(table, out_dir / "retrieval.csv")
+    write_table(relate_retrieval_error(table, by=["num_kv_pairs"]),
+                out_dir / "bottleneck_vs_error.csv")
+    from interp.retrieval.plots import accuracy_vs_state, accuracy_vs_width
+
+    atomic_write_text(out_dir / "accuracy_vs_state.html",
+                      accuracy_vs_state(table).to_html(include_plotlyjs=True, full_html=True))
+    atomic_write_text(out_dir / "accuracy_vs_width.html",
+                      accuracy_vs_width(table).to_html(include_plotlyjs=True, full_html=True))
+    return table
