@@ -156,6 +156,7 @@ class RetrievalSweepConfig:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         object.__setattr__(self, "hybrids", [
             h if isinstance(h, HybridSpec) else from_dict(HybridSpec, h) for h in self.hybrids])
+        self.implementations()  # unknown labels in exclude / options fail at load time
 
     # -- implementations ------------------------------------------------------------------
     def implementations(self) -> dict[str, HybridSpec]:

@@ -54,7 +54,7 @@ def test_linear_attention_pattern_rank_at_most_feature_dim(feature_map, d_head):
     f = impl.phi.dim(d_head)
     a = impl.pattern(q, k, k, causal=False)  # [2, 3, n, n]
     sums = a.sum(-1)  # 1, or 0 where every kernel value of the row is 0 (relu)
-    assert torch.all(((sums - 1).abs() < 1e-6) | (sums == 0))
+    assert torch.all(((sums - 1).abs() < 1e-3) | (sums == 0))  # eps in the denominator
     ranks = torch.linalg.matrix_rank(a)
     assert (ranks <= f).all(), (ranks, f)
     assert (energy_rank(a, 1.0) <= f).all()

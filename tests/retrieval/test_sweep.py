@@ -1,0 +1,127 @@
+"""The retrieval sweep: resumes, writes its outputs, rejects unknown config fields."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from interp import attention
+from interp.config import ConfigError, from_dict
+from interp.retrieval import RetrievalSweepConfig, load_experiment, sweep_points
+from interp.retrieval import sweep as sweep_mod
+from interp.retrieval import train as train_mod
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "retrieval_mqar.toml"
+
+
+def micro_config(**kw) -> RetrievalSweepConfig:
+    labels = RetrievalSweepConfig(exclude=[]).implementations()
+    keep = {"softmax", "linear_elu", "based"}
+    data = {
+        "vocab_size": 16, "seq_len": 12, "num_kv_pairs": [2], "d_models": [8, 16],
+        "mlp_ratio": 1, "exclude": [lab for lab in labels if lab not in keep],
+        "train": {"steps": 2, "batch_size": 4, "test_size": 8, "warmup": 1},
+        "probe_samples": 4, **kw,
+    }
+    return from_dict(RetrievalSweepConfig, data)
+
+
+@pytest.fixture
+def count_training(monkeypatch):
+    calls = []
+    real = train_mod.train_mqar
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].mixers)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_mqar", counted)
+    return calls
+
+
+def test_sweep_writes_outputs_and_resumes(tmp_path, count_training):
+    cfg = micro_config()
+    table = sweep_mod.run_retrieval_sweep(cfg, tmp_path, progress=False)
+    assert len(count_training) == 3 * 2
+    assert list(table["impl"].unique()) == ["softmax", "linear_elu", "based"]
+    for col in ("impl", "d_model", "num_kv_pairs", "accuracy", "state_size", "eff_rank",
+                "energy_rank", "row_entropy"):
+        assert col in table.columns
+    assert table["accuracy"].between(0, 1).all()
+    # state size grows with width for every implementation
+    for _, g in table.groupby("impl"):
+        assert g.sort_values("d_model")["state_size"].is_monotonic_increasing
+    for name in ("retrieval.csv", "run.json", "accuracy_vs_state.html",
+                 "accuracy_vs_width.html", "bottleneck_vs_error.csv"):
+        assert (tmp_path / name).is_file(), name
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "retrieval.csv"), table,
+                                  check_dtype=False)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["config"]["d_models"] == [8, 16]
+    html = (tmp_path / "accuracy_vs_state.html").read_text()
+    assert len(html) > 1_000_000  # plotly.js inline
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing fetched from a CDN
+    assert '"type":"log"' in html.replace(" ", "")
+
+    again = sweep_mod.run_retrieval_sweep(cfg, tmp_path, progress=False)
+    assert len(count_training) == 6  # nothing retrained
+    pd.testing.assert_frame_equal(again, table)
+
+    # one more width: only the new points train, the table holds all of them
+    wider = micro_config(d_models=[8, 16, 24])
+    t3 = sweep_mod.run_retrieval_sweep(wider, tmp_path, progress=False)
+    assert len(count_training) == 9 and len(t3) == 9
+
+
+def test_changed_setup_is_a_new_point():
+    a, b = sweep_points(micro_config()), sweep_points(micro_config(short_conv=2))
+    assert [p["impl"] for p in a] == [p["impl"] for p in b]
+    assert not {p["setup"] for p in a} & {p["setup"] for p in b}
+
+
+def test_implementations_come_from_the_registry():
+    impls = RetrievalSweepConfig(exclude=[]).implementations()
+    expected = [n for n in attention.names() if n != "linear"]
+    expected += [f"linear_{fm}" for fm in attention.feature_maps()]
+    assert set(expected) <= set(impls)
+    assert "based" in impls
+    assert [m.name for m in impls["based"].mixers] == ["linear", "sliding_window"]
+    assert impls["linear_taylor"].mixers[0].options["feature_map"] == "taylor"
+
+
+def test_unknown_fields_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(RetrievalSweepConfig, {"d_model": [32]})
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(RetrievalSweepConfig, {"train": {"train_power_a": 0.01}})
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(RetrievalSweepConfig, {"quick": {"step": 10}})
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(RetrievalSweepConfig, {"hybrids": [{"label": "x", "mixer": []}]})
+    with pytest.raises(ConfigError, match="valid: "):
+        from_dict(RetrievalSweepConfig, {"exclude": ["no_such_impl"]}).implementations()
+    with pytest.raises(ConfigError, match="pairs"):
+        from_dict(RetrievalSweepConfig, {"seq_len": 16, "num_kv_pairs": [8]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "retrieval_sweep"\nextra = 1\n[sweep]\n')
+    with pytest.raises(ConfigError, match="extra"):
+        load_experiment(bad)
+    bad.write_text('kind = "induction"\n[sweep]\n')
+    with pytest.raises(ConfigError, match="kind"):
+        load_experiment(bad)
+    bad.write_text('kind = "retrieval_sweep"\n[sweep]\nseq_len = 64\nseqlen = 32\n')
+    with pytest.raises(ConfigError, match="seqlen"):
+        load_experiment(bad)
+
+
+def test_experiment_file_loads_and_quick_variant():
+    cfg = load_experiment(EXPERIMENT)
+    impls = cfg.implementations()
+    assert "softmax" in impls and "based" in impls and "linear_elu" in impls
+    quick = cfg.quick_variant()
+    assert set(quick.implementations()) == set(cfg.quick.include)
+    assert quick.seq_len == cfg.quick.seq_len and quick.train.steps == cfg.quick.steps
+    assert len(sweep_points(quick)) < len(sweep_points(cfg))
