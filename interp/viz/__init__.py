@@ -1,0 +1,18 @@
+"""Views that work offline: circuitsvis attention patterns and plotly figures.
+
+- :func:`attention_view` -- attention patterns of chosen heads on one prompt, a
+  :class:`View` (``_repr_html_`` for Jupyter, ``.save(path)`` for a standalone page). The
+  circuitsvis JS bundle is always inline; circuitsvis' CDN import is never used.
+- :func:`head_heatmap`, :func:`matrix_heatmap`, :func:`sink_curves`,
+  :func:`accuracy_vs_state`, :func:`streaming_ppl` -- plotly figures of probe tables.
+- :func:`save_figure` -- a figure as a standalone page with plotly.js inline.
+- The run report (:mod:`interp.report`) embeds all of these in one self-contained page.
+"""
+from interp.viz.attention import attention_view
+from interp.viz.figures import (accuracy_vs_state, figure_html, head_heatmap, heatmap_values,
+                                matrix_heatmap, save_figure, sink_curves, streaming_ppl)
+from interp.viz.html import View, has_cdn_script
+
+__all__ = ["View", "accuracy_vs_state", "attention_view", "figure_html", "has_cdn_script",
+           "head_heatmap", "heatmap_values", "matrix_heatmap", "save_figure", "sink_curves",
+           "streaming_ppl"]

@@ -1,0 +1,59 @@
+"""``interp run EXPERIMENT_FILE``: validate an experiment file, run it with progress, and
+write its run directory (run.json, tables, figures, one self-contained report.html)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from interp.cli import UserError, arguments, command
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", nargs="?", metavar="EXPERIMENT_FILE",
+                   help="TOML file with a top-level kind = \"...\" and a [config] table "
+                        "(e.g. experiments/quickstart.toml)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default results/<experiment file stem>)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller, faster version of the experiment")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--list-kinds", action="store_true",
+                   help="list the registered experiment kinds and their config fields, then exit")
+
+
+def _list_kinds() -> None:
+    import dataclasses
+
+    from interp.experiments import get_kind, kinds
+
+    for name in kinds():
+        kind = get_kind(name)
+        print(f"{name}: {kind.doc.splitlines()[0] if kind.doc else ''}")
+        for f in dataclasses.fields(kind.config_cls):
+            default = (f.default if f.default is not dataclasses.MISSING else
+                       f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else "(required)")
+            text = repr(default)
+            print(f"    {f.name} = {text if len(text) < 60 else text[:57] + '...'}")
+
+
+@command("run", "run an experiment file (kind + [config]) and write its report.html")
+@arguments(_run_args)
+def cmd_run(args) -> int:
+    from interp.experiments import run_experiment
+
+    if args.list_kinds:
+        _list_kinds()
+        return 0
+    if not args.experiment:
+        raise UserError("give an experiment file, e.g. interp run experiments/quickstart.toml "
+                        "(--list-kinds shows the kinds)")
+    path = Path(args.experiment)
+    if not path.is_file():
+        raise UserError(f"experiment file not found: {path}")
+    out = run_experiment(path, out_dir=args.out, quick=args.quick,
+                         progress=not args.no_progress)
+    print(f"report: {out / 'report.html'}")
+    print(f"run directory: {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,253 @@
+"""``kind = "quickstart"``: a short probe report on one pretrained model.
+
+Stages (one forward each, except composition which reads weights only):
+
+1. load the model (:func:`interp.load_model`);
+2. induction-circuit scores of every head on repeated random tokens
+   (:func:`interp.probes.induction.induction_scores`): top-heads table, layer x head heatmaps
+   of ``induction`` and ``previous_token``;
+3. locality (:func:`interp.probes.locality.locality_scores`) on the prompt: share of each
+   head's attention inside a sliding window, heatmap for the first window;
+4. K-composition (:func:`interp.circuits.composition_scores`) of the top previous-token heads
+   into the top induction heads, with each pair's percentile among all earlier heads;
+5. attention-sink mass of the first tokens per layer (:mod:`interp.probes.sink`);
+6. an attention view (circuitsvis, inline bundle) of the top induction heads and the top
+   previous-token head on a repeated random sequence;
+7. a short text summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from interp.experiments import RunContext, experiment
+
+DEFAULT_PROMPT = (
+    "The lighthouse keeper climbed the spiral stairs every evening at dusk. He carried a "
+    "small brass lamp, a notebook with a cracked leather cover, and a flask of tea that had "
+    "usually gone cold by the time he reached the top. From the gallery he could see the "
+    "whole bay: the fishing boats returning with their lights swaying, the long grey line "
+    "of the breakwater, and the village where windows were beginning to glow one by one. "
+    "He wrote down the direction of the wind, the height of the waves and the names of the "
+    "boats that passed. Nobody had asked him to keep the notebook, but after thirty years "
+    "it had become a history of the harbour that no one else could tell. When the storm "
+    "of that winter arrived, the notebook was the only record of which boats had gone out "
+    "and which had come back."
+)
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """Settings of the quickstart report.
+
+    Attributes:
+        model: registered model name (:func:`interp.list_models`).
+        prompt: natural text for the locality and sink probes.
+        seg_len: length of the random segment repeated twice for the induction probe.
+        batch: number of repeated random sequences (``quick_batch`` with ``--quick``).
+        quick_batch: batch used by ``--quick``.
+        locality_windows: sliding-window sizes for the locality probe (the heatmap shows
+            the first).
+        top_k: number of top induction / previous-token heads in tables and composition.
+        view_seg_len: segment length of the repeated sequence shown in the attention view.
+        sink_positions: key positions whose attention mass the sink probe measures.
+        seed: seed of the random token sequences.
+        threads: torch CPU threads (0 = leave torch's default).
+    """
+
+    model: str = "smollm2-135m"
+    prompt: str = DEFAULT_PROMPT
+    seg_len: int = 50
+    batch: int = 8
+    quick_batch: int = 2
+    locality_windows: list[int] = field(default_factory=lambda: [32, 128])
+    top_k: int = 5
+    view_seg_len: int = 20
+    sink_positions: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self):
+        for name in ("seg_len", "batch", "quick_batch", "top_k", "view_seg_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.locality_windows or min(self.locality_windows) < 1:
+            raise ValueError("locality_windows must be a non-empty list of sizes >= 1")
+        if not self.prompt.strip():
+            raise ValueError("prompt must not be empty")
+
+
+def _label(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def composition_table(comp: pd.DataFrame, src_heads: list[tuple[int, int]],
+                      dst_heads: list[tuple[int, int]]) -> pd.DataFrame:
+    """Composition score of each (src, dst) pair with ``src_layer < dst_layer``, plus its
+    percentile among all heads of earlier layers writing into the same dst head, and the
+    mean over those heads (the baseline)."""
+    rows = []
+    for dl, dh in dst_heads:
+        into = comp[(comp.dst_layer == dl) & (comp.dst_head == dh)]
+        for sl, sh in src_heads:
+            if sl >= dl:
+                continue
+            s = into[(into.src_layer == sl) & (into.src_head == sh)]["score"]
+            score = float(s.iloc[0])
+            rows.append({"src": _label(sl, sh), "dst": _label(dl, dh), "score": score,
+                         "percentile": float((into["score"] < score).mean() * 100),
+                         "baseline_mean": float(into["score"].mean())})
+    return pd.DataFrame(rows, columns=["src", "dst", "score", "percentile", "baseline_mean"])
+
+
+@experiment("quickstart", QuickstartConfig)
+def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
+    """Induction, previous-token, locality, K-composition and sink probes on one model,
+    with heatmaps and an attention view."""
+    import interp
+    from interp.attention import get as get_attention
+    from interp.circuits import composition_scores
+    from interp.probes.common import to_tokens
+    from interp.probes.induction import induction_scores, repeated_random_tokens, top_heads
+    from interp.probes.locality import locality_scores
+    from interp.probes.sink import sink_scores, sink_summary
+    from interp.viz import attention_view, head_heatmap, matrix_heatmap, sink_curves
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    stages = ["load model", "induction scores", "locality", "K-composition", "sinks",
+              "attention view"]
+    bar = ctx.progress(None, desc="quickstart", total=len(stages))
+    done = []
+
+    def stage(name: str) -> None:
+        if done:
+            bar.update(1)
+        done.append(name)
+        bar.set_postfix_str(name)
+        ctx.log(name)
+
+    stage("load model")
+    model = interp.load_model(cfg.model)
+    info = model.interp_info
+    batch = cfg.quick_batch if ctx.quick else cfg.batch
+    ctx.report.facts["model"] = (f"{cfg.model} ({model.cfg.n_layers} layers x "
+                                 f"{model.cfg.n_heads} heads)")
+
+    # -- induction-circuit scores ----------------------------------------------------
+    stage("induction scores")
+    ind = induction_scores(model, seg_len=cfg.seg_len, batch=batch, seed=cfg.seed)
+    ctx.add_table("induction_scores",
+                  ind.sort_values("induction", ascending=False).reset_index(drop=True),
+                  f"every head on {batch} random sequences of {cfg.seg_len} tokens repeated "
+                  f"twice (Olsson et al. 2022), sorted by induction score", max_rows=15)
+    top_ind = top_heads(ind, "induction", cfg.top_k)
+    top_prev = top_heads(ind, "previous_token", cfg.top_k)
+    tops = pd.concat([
+        ind.nlargest(cfg.top_k, "induction").assign(ranked_by="induction"),
+        ind.nlargest(cfg.top_k, "previous_token").assign(ranked_by="previous_token"),
+    ], ignore_index=True)
+    tops.insert(0, "head_name", [_label(r.layer, r.head) for r in tops.itertuples()])
+    ctx.add_table("top_heads", tops, f"top {cfg.top_k} heads by induction and by "
+                                     f"previous-token score")
+    ctx.add_figure("induction_heatmap", head_heatmap(ind, "induction", zmin=0, zmax=1,
+                                                     title="induction score per head"),
+                   "attention from a token in the second copy to the token after its first "
+                   "occurrence")
+    ctx.add_figure("previous_token_heatmap",
+                   head_heatmap(ind, "previous_token", zmin=0, zmax=1,
+                                title="previous-token score per head"),
+                   "attention to the immediately preceding token")
+
+    # -- locality ----------------------------------------------------------------------
+    stage("locality")
+    tokens = to_tokens(model, cfg.prompt)
+    n_tok = tokens.shape[1]
+    windows = [w for w in cfg.locality_windows if w < n_tok]
+    loc = None
+    if windows:
+        layouts = {f"window_{w}": get_attention("sliding_window", window=w) for w in windows}
+        loc = locality_scores(model, tokens, layouts=layouts, min_query=windows[0])
+        ctx.add_table("locality", loc,
+                      f"share of each head's attention inside a sliding window, queries at "
+                      f"positions >= {windows[0]} of the {n_tok}-token prompt", max_rows=15)
+        first = loc[loc.layout == f"window_{windows[0]}"]
+        ctx.add_figure("locality_heatmap",
+                       head_heatmap(first, "mass_inside", zmin=0, zmax=1,
+                                    title=f"attention mass inside a {windows[0]}-token window"),
+                       "1 = the head only looks at the last "
+                       f"{windows[0]} tokens; low = it reaches further back (or to the "
+                       "first token)")
+    else:
+        ctx.add_text(f"Locality skipped: the prompt has {n_tok} tokens, not more than any "
+                     f"window in {list(cfg.locality_windows)}.")
+
+    # -- K-composition -------------------------------------------------------------------
+    stage("K-composition")
+    comp = composition_scores(model, "K")
+    ktab = composition_table(comp, top_prev, top_ind)
+    ctx.add_table("k_composition", ktab,
+                  "K-composition (Elhage et al. 2021) of top previous-token heads (src) into "
+                  "top induction heads (dst); percentile among all heads of earlier layers")
+    if not ktab.empty:
+        ctx.add_figure("k_composition_heatmap",
+                       matrix_heatmap(ktab, "src", "dst", "score",
+                                      title="K-composition: previous-token -> induction heads",
+                                      row_title="previous-token head (src)",
+                                      col_title="induction head (dst)"),
+                       "blank: the source head is not in an earlier layer")
+
+    # -- sinks ---------------------------------------------------------------------------
+    stage("sinks")
+    positions = tuple(p for p in cfg.sink_positions if -n_tok <= p < n_tok)
+    sink = sink_summary(sink_scores(model, tokens, positions=positions))
+    ctx.add_table("sink_per_layer", sink,
+                  "mean attention on each of the first tokens per layer (alpha, Gu et al. "
+                  "2024) and the share of heads with alpha > 0.3", max_rows=20)
+    ctx.add_figure("sink_curves", sink_curves(sink, "mass", "position",
+                                              title="attention mass on the first tokens"),
+                   "mean over heads and queries of the attention paid to each position")
+
+    # -- attention view ------------------------------------------------------------------
+    stage("attention view")
+    rep = repeated_random_tokens(model, batch=1, seg_len=cfg.view_seg_len, seed=cfg.seed)
+    view_heads = list(dict.fromkeys(top_ind[:3] + top_prev[:1]))
+    view = attention_view(model, rep, heads=view_heads)
+    ctx.add_html("attention_view", view,
+                 f"{', '.join(_label(*h) for h in view_heads)} on a random sequence of "
+                 f"{cfg.view_seg_len} tokens repeated twice: induction heads attend to the "
+                 f"token after the previous occurrence (a stripe below the diagonal), the "
+                 f"previous-token head to the token before")
+
+    # -- summary -------------------------------------------------------------------------
+    best = ind.nlargest(1, "induction").iloc[0]
+    prev = ind.nlargest(1, "previous_token").iloc[0]
+    lines = [
+        "## Summary",
+        f"- Model **{cfg.model}**: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, "
+        f"{'causal' if info.causal else 'bidirectional'}.",
+        f"- Top induction head **{_label(best['layer'], best['head'])}** "
+        f"(score {best['induction']:.3f});"
+        f" {int((ind.induction > 0.3).sum())} heads score above 0.3.",
+        f"- Top previous-token head **{_label(prev['layer'], prev['head'])}** "
+        f"(score {prev['previous_token']:.3f}).",
+    ]
+    if not ktab.empty:
+        k = ktab.nlargest(1, "score").iloc[0]
+        lines.append(f"- Strongest K-composition among the top heads: **{k['src']} -> "
+                     f"{k['dst']}** (score {k['score']:.3f}, {k['percentile']:.0f}th "
+                     f"percentile of the heads feeding {k['dst']}; their mean "
+                     f"{k['baseline_mean']:.3f}).")
+    if loc is not None:
+        first = loc[loc.layout == f"window_{windows[0]}"]
+        lines.append(f"- {int((first.mass_inside > 0.9).sum())} of {len(first)} heads keep "
+                     f"over 90% of their attention inside a {windows[0]}-token window.")
+    if 0 in sink.position.values:
+        s0 = sink[sink.position == 0]
+        lines.append(f"- Mean attention on token 0 over layers: {s0['mass'].mean():.3f} "
+                     f"(share of heads with alpha > 0.3: {s0['sink_share'].mean():.2f}).")
+    ctx.add_text("\n".join(lines), at_top=True)
+    bar.update(1)
+    bar.close()

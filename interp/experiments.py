@@ -1,0 +1,309 @@
+"""Experiment kinds and the one launcher that runs them.
+
+Architecture
+------------
+- **Registry.** ``@experiment("kind", ConfigDataclass)`` registers ``run(cfg, ctx) -> None``
+  under a kind name. Kinds live in modules of the package :mod:`interp.experiment_kinds`,
+  which imports every module in it, so a new kind is one new file there (no list to edit).
+  :func:`kinds` / :func:`get_kind` import that package first.
+- **Experiment files.** A TOML file with a top-level ``kind = "..."``, an optional
+  ``title`` / ``description`` / ``seed`` (default 0, seeds torch/numpy/random before the run)
+  and a ``[config]`` table validated strictly by :func:`interp.config.from_dict` against the
+  kind's dataclass: unknown fields anywhere are errors naming the field and the valid ones.
+- **Run.** :func:`run_experiment` writes ``out_dir/run.json`` (:func:`interp.results.write_meta`:
+  config, seed, versions, git commit; rewritten at the end with the status and duration),
+  calls ``run(cfg, ctx)`` with a :class:`RunContext`, and writes ONE self-contained
+  ``out_dir/report.html`` (:class:`interp.report.Report`) from what the run added -- also
+  when the run fails (then with the error, and the exception is re-raised).
+
+A run directory holds::
+
+    run.json  report.html  <table>.csv ...  figures/<name>.html  views/<name>.html
+    <sweep>.jsonl (resumable sweep points, see :class:`interp.results.Sweep`)
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import pandas as pd
+
+from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.report import MAX_ROWS, Report
+from interp.results import Sweep, write_meta
+from interp.results import write_table as write_csv
+
+T = TypeVar("T")
+TOP_LEVEL_FIELDS = ("kind", "title", "description", "seed", "config")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A registered experiment kind."""
+
+    name: str
+    config_cls: type
+    run: Callable[[Any, "RunContext"], None]
+    doc: str = ""
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def experiment(name: str, config_cls: type):
+    """Register ``run(cfg, ctx)`` as experiment kind ``name`` with config dataclass
+    ``config_cls``. Put the module in :mod:`interp.experiment_kinds`."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"experiment {name!r}: config class must be a dataclass")
+
+    def deco(fn: Callable[[Any, RunContext], None]):
+        old = _KINDS.get(name)
+        if old is not None and (old.run.__module__, old.run.__qualname__) != (
+                fn.__module__, fn.__qualname__):
+            raise ValueError(f"experiment kind {name!r} is already registered by "
+                             f"{old.run.__module__}.{old.run.__qualname__}")
+        _KINDS[name] = Kind(name, config_cls, fn, (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+def _discover() -> None:
+    import interp.experiment_kinds  # noqa: F401  (imports every kind module)
+
+
+def kinds() -> list[str]:
+    """Names of all registered experiment kinds."""
+    _discover()
+    return sorted(_KINDS)
+
+
+def get_kind(name: str) -> Kind:
+    """The kind registered as ``name``; :class:`ConfigError` listing the known kinds."""
+    _discover()
+    if name not in _KINDS:
+        raise ConfigError(f"unknown experiment kind {name!r}; known kinds: {sorted(_KINDS)}")
+    return _KINDS[name]
+
+
+@dataclass
+class RunContext:
+    """What a running experiment gets besides its config.
+
+    Attributes:
+        out_dir: the run directory (exists).
+        quick: run a smaller version (``--quick``): kinds choose what to shrink.
+        report: the :class:`interp.report.Report` being built.
+        show_progress: whether :meth:`progress` draws bars.
+    """
+
+    out_dir: Path
+    quick: bool = False
+    report: Report = field(default_factory=lambda: Report("run"))
+    show_progress: bool = True
+    tables: dict[str, Path] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def progress(self, iterable: Iterable[T], desc: str | None = None,
+                 total: int | None = None) -> Iterable[T]:
+        """``iterable`` wrapped in a tqdm bar (on stderr)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, disable=not self.show_progress,
+                    file=sys.stderr)
+
+    def log(self, message: str) -> None:
+        """One line on stderr, with the time since the run started."""
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"[{time.perf_counter() - self._t0:6.1f}s] {message}", file=sys.stderr)
+
+    def _name(self, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"bad output name {name!r}: use letters, digits, '_', '-', '.'")
+        return name
+
+    def add_table(self, name: str, df: pd.DataFrame, caption: str | None = None,
+                  max_rows: int = MAX_ROWS) -> Path:
+        """Write ``out_dir/<name>.csv`` atomically and show the table in the report (its
+        first ``max_rows`` rows; the CSV has all)."""
+        path = write_csv(df, self.out_dir / f"{self._name(name)}.csv")
+        self.tables[name] = path
+        self.report.add_table(name, df, caption, link=path.name, max_rows=max_rows)
+        return path
+
+    def add_figure(self, name: str, fig, caption: str | None = None) -> Path:
+        """Save a plotly figure as ``out_dir/figures/<name>.html`` and embed it in the
+        report. The figure pages share one ``figures/plotly.min.js`` (a local file, no
+        network) instead of carrying 4.6 MB each; the report has plotly.js inline."""
+        from interp.viz.figures import save_figure
+
+        path = save_figure(fig, self.out_dir / "figures" / f"{self._name(name)}.html",
+                           plotlyjs="directory")
+        self.report.add_figure(name, fig, caption, link=f"figures/{path.name}")
+        return path
+
+    def add_html(self, name: str, fragment, caption: str | None = None) -> Path:
+        """Save an HTML view (a :class:`interp.viz.View`, or a fragment with its JS inline)
+        as ``out_dir/views/<name>.html`` and embed it in the report."""
+        from interp.viz.html import View, page
+
+        self.report.add_html(name, fragment, caption)   # refuses network scripts first
+        path = self.out_dir / "views" / f"{self._name(name)}.html"
+        if isinstance(fragment, View):
+            fragment.save(path)
+        else:
+            from interp.results import atomic_write_text
+
+            atomic_write_text(path, page(name, str(fragment)))
+        self.report.items[-1].link = f"views/{path.name}"
+        return path
+
+    def add_text(self, text: str, at_top: bool = False) -> None:
+        """Markdown (headings, lists, ``code``, **bold**) or plain text for the report;
+        ``at_top`` puts it before everything added so far (e.g. a summary)."""
+        self.report.add_text(text, at_top=at_top)
+
+    def sweep(self, name: str = "points") -> Sweep:
+        """A resumable sweep stored in ``out_dir/<name>.jsonl``: ``sweep.pending(points)``
+        yields only the points not finished by an earlier run into the same directory."""
+        return Sweep(self.out_dir, self._name(name))
+
+
+def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, dict[str, Any]]:
+    """Read and validate an experiment (a TOML path or the same data as a dict).
+
+    Returns:
+        ``(kind, config, spec)`` where ``config`` is the kind's dataclass instance and
+        ``spec`` the top-level fields (``kind``, ``title``, ``description``, ``seed``).
+    """
+    where = "experiment"
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        data = load_toml(source)
+        where = str(source)
+    unknown = sorted(set(data) - set(TOP_LEVEL_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level field(s) {unknown}; valid fields are "
+                          f"{list(TOP_LEVEL_FIELDS)} (kind settings go in the [config] table)")
+    if "kind" not in data:
+        raise ConfigError(f"{where}: missing top-level field 'kind'; known kinds: {kinds()}")
+    if not isinstance(data["kind"], str):
+        raise ConfigError(f"{where}: 'kind' must be a string, got {data['kind']!r}")
+    try:
+        kind = get_kind(data["kind"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: 'seed' must be an integer, got {seed!r}")
+    for key in ("title", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key!r} must be a string")
+    cfg = from_dict(kind.config_cls, data.get("config", {}), where=f"{where}: [config]")
+    spec = {"kind": kind.name, "title": data.get("title"),
+            "description": data.get("description"), "seed": seed}
+    return kind, cfg, spec
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
+    """Refuse to resume sweep points of a different experiment in the same directory."""
+    import json
+
+    meta_path = out_dir / "run.json"
+    if not meta_path.is_file() or not any(out_dir.glob("*.jsonl")):
+        return
+    try:
+        old = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return
+    if old.get("kind") != kind or old.get("config") != config:
+        raise ConfigError(
+            f"{out_dir} holds sweep results of a different experiment (kind "
+            f"{old.get('kind')!r}, other config); resuming would mix them -- choose another "
+            f"--out directory or delete that one")
+
+
+def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path | None = None,
+                   quick: bool = False, progress: bool = True) -> Path:
+    """Validate and run an experiment; write ``run.json``, its tables/figures and
+    ``report.html`` into the run directory.
+
+    Args:
+        source: path of a TOML experiment file, or the same data as a dict.
+        out_dir: run directory (default ``results/<file stem>``, or ``results/<kind>`` for
+            a dict).
+        quick: ask the kind for a smaller, faster run.
+        progress: show progress bars and stage lines on stderr.
+
+    Returns:
+        The run directory (the report is ``<dir>/report.html``).
+
+    Raises:
+        FileNotFoundError: the experiment file is missing.
+        ConfigError: bad TOML, unknown kind (lists the known ones), unknown/missing/mistyped
+            config fields (names the field and lists the valid ones).
+    """
+    kind, cfg, spec = load_experiment(source)
+    if out_dir is None:
+        stem = kind.name if isinstance(source, Mapping) else Path(source).stem
+        out_dir = Path("results") / stem
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    config = to_dict(cfg)
+    _check_reuse(out_dir, kind.name, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_name = None if isinstance(source, Mapping) else str(source)
+    extra = {"kind": kind.name, "title": spec["title"], "description": spec["description"],
+             "experiment_file": source_name, "quick": quick}
+    started = time.time()
+    write_meta(out_dir, config, seed=spec["seed"], extra={**extra, "status": "running",
+                                                          "started": started})
+    title = spec["title"] or f"{kind.name}: {source_name or 'experiment'}"
+    report = Report(title + (" (quick)" if quick else ""), config=config,
+                    facts={"kind": kind.name, "experiment file": source_name or "(dict)",
+                           "quick": quick, "seed": spec["seed"],
+                           "run directory": str(out_dir)})
+    if spec["description"]:
+        report.add_text(spec["description"])
+    ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress)
+    _seed_everything(spec["seed"])
+    status, error = "finished", None
+    try:
+        kind.run(cfg, ctx)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        report.error = traceback.format_exc()
+        raise
+    finally:
+        duration = time.time() - started
+        report.facts["duration"] = f"{duration:.1f} s"
+        report.facts["status"] = status
+        report.save(out_dir / "report.html")
+        write_meta(out_dir, config, seed=spec["seed"],
+                   extra={**extra, "status": status, "error": error, "started": started,
+                          "duration_s": round(duration, 3),
+                          "tables": sorted(p.name for p in ctx.tables.values())})
+    ctx.log(f"report: {out_dir / 'report.html'}")
+    return out_dir
