@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from interp.cli import UserError, arguments, command, write_table
 
@@ -44,7 +45,27 @@ def _locality(model, tokens, args) -> pd.DataFrame:
     return locality_scores(model, tokens)
 
 
+def _sink(model, tokens, args) -> pd.DataFrame:
+    from interp.probes.sink import sink_probe_table
+
+    if tokens is None:                   # Gu et al.: 64-token natural-text prompts
+        from interp.data import load_text
+        from interp.probes.common import check_tokens
+        from interp.probes.sink import text_windows
+
+        body = text_windows(model.tokenizer, load_text("alice"), n=args.batch, length=63,
+                            skip=200)
+        bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos else None
+        if getattr(model.interp_info, "causal", True) and bos is not None:
+            body = torch.cat([torch.full((body.shape[0], 1), bos), body], dim=1)
+        tokens = check_tokens(model, body)
+    return sink_probe_table(model, tokens)
+
+
 PROBES: dict[str, ProbeEntry] = {
+    "sink": ProbeEntry(_sink, "layer", True,
+                       "per layer: attention mass on positions 0-3, Sink^0.3 share, key/value "
+                       "norm ratio of the first token (default input: 64-token text windows)"),
     "induction": ProbeEntry(_induction, "induction", False,
                             "induction / prefix-matching / previous-token / duplicate-token / "
                             "copying scores per head (default input: repeated random tokens)"),
