@@ -1,0 +1,201 @@
+"""Open interp's HTML in headless Chromium (the Debian package) from file:// with the network
+blocked, and check that the visualisations really render: plotly's SVG and circuitsvis'
+canvases exist, no JS errors, no request leaves the machine, and the pixels are not blank.
+
+Chromium is driven over the DevTools protocol by Playwright from PyPI, launched with the
+system binary (``executable_path``); Playwright's own browser download is never used.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.experiments import RunContext, experiment, run_experiment
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Loaded:
+    page: object
+    requests: list[str]
+    errors: list[str]
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install the Debian package "
+                    f"(apt-get install -y chromium) to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    user_data = tempfile.mkdtemp(prefix="interp-chromium-")
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            user_data, executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1280, "height": 900}, offline=True)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            shutil.rmtree(user_data, ignore_errors=True)
+
+
+@pytest.fixture
+def open_file(browser_context):
+    pages = []
+
+    def _open(path: Path, settle_ms: int = 500) -> Loaded:
+        requests: list[str] = []
+        errors: list[str] = []
+        page = browser_context.new_page()
+        pages.append(page)
+
+        def route(r):
+            if r.request.url.startswith("file:"):
+                r.continue_()
+            else:                       # anything else would leave the machine
+                requests.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        page.goto(Path(path).resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(settle_ms)
+        return Loaded(page, requests, errors)
+
+    yield _open
+    for p in pages:
+        p.close()
+
+
+def _pixel_stddev(png: bytes) -> float:
+    from PIL import Image, ImageStat
+
+    return ImageStat.Stat(Image.open(io.BytesIO(png)).convert("L")).stddev[0]
+
+
+def _check_plotly(page, n_figures: int) -> None:
+    figs = page.locator(".plotly-graph-div")
+    assert figs.count() == n_figures
+    for i in range(n_figures):
+        fig = figs.nth(i)
+        fig.scroll_into_view_if_needed()
+        assert fig.locator(".plotly .main-svg").count() >= 1, f"figure {i} has no SVG"
+        assert fig.locator(".plotly .main-svg .heatmaplayer image, .plotly .main-svg "
+                           ".scatterlayer path").count() >= 1, f"figure {i} drew no data"
+        assert _pixel_stddev(fig.screenshot()) > 5, f"figure {i} looks blank"
+
+
+def _check_circuitsvis(page, n_views: int, heads_per_view: list[int]) -> None:
+    roots = page.locator(".interp-circuitsvis")
+    assert roots.count() == n_views
+    for i, n_heads in enumerate(heads_per_view):
+        root = roots.nth(i)
+        root.scroll_into_view_if_needed()
+        # thumbnails (one canvas per head) + the zoomed pattern, drawn once visible
+        page.wait_for_function(
+            "([el, n]) => el.querySelectorAll('canvas').length >= n",
+            arg=[root.element_handle(), n_heads + 1], timeout=15000)
+        assert root.get_by_text("Head Selector").count() == 1
+        big = root.locator("canvas").last
+        big.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        assert big.bounding_box()["width"] > 200
+        assert _pixel_stddev(big.screenshot()) > 5, f"view {i}: zoomed pattern is blank"
+
+
+@dataclass(frozen=True)
+class BrowserDemoConfig:
+    seq: int = 16
+
+
+@experiment("test_browser_demo", BrowserDemoConfig)
+def run_browser_demo(cfg: BrowserDemoConfig, ctx: RunContext) -> None:
+    """A small report with a table, two figures and an attention view of a toy model."""
+    from interp.models.toy import ToyConfig, build_toy
+    from interp.viz import attention_view, head_heatmap, sink_curves
+
+    model = build_toy(ToyConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50,
+                                n_ctx=64, seed=0))
+    df = pd.DataFrame([{"layer": layer, "head": h, "score": (layer + 1) * (h + 1) / 8}
+                       for layer in range(2) for h in range(4)])
+    ctx.add_table("scores", df)
+    ctx.add_figure("heatmap", head_heatmap(df, "score"), "a heatmap")
+    ctx.add_figure("curve", sink_curves(df, "score", group=None), "a curve")
+    toks = torch.randint(0, 50, (1, cfg.seq), generator=torch.Generator().manual_seed(0))
+    ctx.add_html("view", attention_view(model, toks, layers=[1]), "an attention view")
+    ctx.add_text("Done.")
+
+
+def test_report_renders_offline(open_file, tmp_path):
+    out = run_experiment({"kind": "test_browser_demo"}, out_dir=tmp_path / "run",
+                         progress=False)
+    loaded = open_file(out / "report.html")
+    page = loaded.page
+    assert page.locator("h1").inner_text().startswith("test_browser_demo")
+    assert page.locator("table.data").count() == 1
+    _check_plotly(page, 2)
+    _check_circuitsvis(page, 1, [4])
+    assert loaded.requests == [], f"the page tried the network: {loaded.requests}"
+    assert loaded.errors == [], f"JS errors: {loaded.errors}"
+    assert _pixel_stddev(page.screenshot()) > 5
+
+
+def test_attention_view_file_renders_offline(open_file, tmp_path, toy_model):
+    from interp.viz import attention_view
+
+    toks = torch.randint(0, 50, (1, 20))
+    path = attention_view(toy_model, toks, heads=[(0, 1), (1, 2), (1, 3)]).save(
+        tmp_path / "view.html")
+    loaded = open_file(path)
+    _check_circuitsvis(loaded.page, 1, [3])
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+def test_standalone_figure_renders_offline(open_file, tmp_path):
+    from interp.viz import save_figure, streaming_ppl
+
+    df = pd.DataFrame({"mode": ["sink", "window"] * 2, "end": [512, 512, 1024, 1024],
+                       "ppl": [10.0, 12.0, 11.0, 300.0]})
+    loaded = open_file(save_figure(streaming_ppl(df), tmp_path / "fig.html"))
+    _check_plotly(loaded.page, 1)
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+@pytest.mark.slow
+def test_quickstart_report_renders_offline(open_file):
+    from tests.viz.runs import quickstart_quick_run
+
+    out = quickstart_quick_run()
+    loaded = open_file(out / "report.html", settle_ms=1500)
+    page = loaded.page
+    _check_plotly(page, page.locator(".plotly-graph-div").count())
+    assert page.locator(".plotly-graph-div").count() >= 5
+    _check_circuitsvis(page, 1, [4])
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+def test_checks_catch_a_cdn_page(open_file, tmp_path):
+    """The checks are not vacuous: circuitsvis' own ``str(obj)`` (a CDN import) is caught as
+    a network attempt and renders nothing offline."""
+    import circuitsvis.attention
+
+    obj = circuitsvis.attention.attention_heads(torch.rand(2, 5, 5), list("abcde"))
+    path = tmp_path / "cdn.html"
+    path.write_text(f"<!DOCTYPE html><html><body>{str(obj)}</body></html>")
+    loaded = open_file(path)
+    assert any("unpkg.com" in url for url in loaded.requests)
+    assert loaded.page.locator("canvas").count() == 0
