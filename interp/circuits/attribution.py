@@ -1,0 +1,107 @@
+"""Attribution patching (Syed et al. 2023; EAP): first-order estimates of patching effects for
+every head and every edge of the head graph from one clean forward, one corrupted forward and
+one backward.
+
+- Node score of head h: ``sum_{batch,pos} (z_clean - z_corr)[h] . d metric / d z[h]`` at the
+  corrupted run (``hook_z``, ``[batch, pos, head, d_head]``): estimates patching the head's
+  clean output into the corrupted run (``patch_heads(direction="denoise")`` minus the
+  corrupted metric).
+- Edge score sender -> receiver input: ``sum (out_clean - out_corr)[sender] . g_r`` where
+  ``g_r = d metric / d input_r`` is the gradient with respect to the residual stream as read by
+  that receiver input only (for head q/k/v: the gradient at ``hook_q/k/v`` pulled back through
+  that head's projection and ``ln1`` with the model's own modules; MLP: at ``ln2.hook_in``;
+  logits: at ``ln_final.hook_in``). It estimates adding the edge to the empty circuit
+  (:mod:`interp.circuits.graph`), i.e. path patching the sender into that input.
+Scores are in metric units; divide by ``clean - corrupted`` for the normalised scale.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from interp.circuits.graph import HeadGraph
+from interp.circuits.patching import PatchingTask, head_outputs, project, run_cache
+
+
+def _grad_names(g: HeadGraph) -> list[str]:
+    names = ["ln_final.hook_in"]
+    for l in range(g.n_layers):
+        names += [f"blocks.{l}.attn.hook_z", f"blocks.{l}.attn.hook_q",
+                  f"blocks.{l}.attn.hook_k", f"blocks.{l}.attn.hook_v"]
+        if g.mlps:
+            names.append(f"blocks.{l}.ln2.hook_in")
+    return names
+
+
+def attribution_cache(model, task: PatchingTask) -> dict:
+    """Clean activations, corrupted activations and corrupted-run gradients of the metric."""
+    task = task.checked(model)
+    g = HeadGraph.of(model)
+    acts = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.attn.hook_z" for l in range(g.n_layers)]
+    acts += [f"blocks.{l}.hook_resid_pre" for l in range(g.n_layers)]
+    if g.mlps:
+        acts += [f"blocks.{l}.hook_mlp_out" for l in range(g.n_layers)]
+    acts = list(dict.fromkeys(acts))
+    _, clean = run_cache(model, task.clean, acts)
+    names = list(dict.fromkeys(acts + _grad_names(g)))
+    m_corr, corr = run_cache(model, task.corrupted, names, grad_metric=task.metric)
+    return {"clean": clean, "corr": corr, "graph": g, "corrupted_metric": m_corr}
+
+
+def node_attribution(model, task: PatchingTask, cache: dict | None = None) -> pd.DataFrame:
+    """Attribution score of every head: DataFrame ``layer, head, score``."""
+    c = cache or attribution_cache(model, task)
+    rows = []
+    for l in range(model.cfg.n_layers):
+        n = f"blocks.{l}.attn.hook_z"
+        s = ((c["clean"][n] - c["corr"][n]) * c["corr"]["grad:" + n]).sum(dim=(0, 1, 3))
+        rows += [{"layer": l, "head": h, "score": float(s[h])} for h in range(len(s))]
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def _sender_deltas(model, c: dict) -> torch.Tensor:
+    """``[n_senders, batch, pos, d_model]`` clean-minus-corrupted residual writes."""
+    g: HeadGraph = c["graph"]
+    out = [c["clean"]["blocks.0.hook_resid_pre"] - c["corr"]["blocks.0.hook_resid_pre"]]
+    for l in range(g.n_layers):
+        n = f"blocks.{l}.attn.hook_z"
+        out += list(head_outputs(model, l, c["clean"][n] - c["corr"][n]))
+        if g.mlps:
+            n = f"blocks.{l}.hook_mlp_out"
+            out.append(c["clean"][n] - c["corr"][n])
+    return torch.stack(out)
+
+
+def _receiver_grads(model, c: dict, layer: int, rows: pd.DataFrame) -> torch.Tensor:
+    """Gradients ``[len(rows), batch, pos, d_model]`` w.r.t. each receiver input of a layer."""
+    corr = c["corr"]
+    grads = []
+    for r in rows.itertuples():
+        if r.node == "logits":
+            grads.append(corr["grad:ln_final.hook_in"])
+        elif r.input == "in":
+            grads.append(corr[f"grad:blocks.{layer}.ln2.hook_in"])
+        else:
+            x = corr[f"blocks.{layer}.hook_resid_pre"].clone().requires_grad_(True)
+            g_out = corr[f"grad:blocks.{layer}.attn.hook_{r.input}"][:, :, r.head]
+            with torch.enable_grad():
+                y = project(model, layer, r.input, x, r.head)
+                (gx,) = torch.autograd.grad(y, x, grad_outputs=g_out.to(y.dtype))
+            grads.append(gx)
+    return torch.stack(grads)
+
+
+def edge_attribution(model, task: PatchingTask, cache: dict | None = None) -> torch.Tensor:
+    """EAP scores ``[n_senders, n_receivers]`` (0 where no edge exists); rows/columns follow
+    ``HeadGraph.of(model).senders()`` / ``.receivers()``."""
+    c = cache or attribution_cache(model, task)
+    g: HeadGraph = c["graph"]
+    deltas = _sender_deltas(model, c).flatten(1)                          # [S, b*n*d]
+    rcv = g.receivers()
+    scores = torch.zeros(len(deltas), len(rcv), dtype=torch.float64)
+    for layer, rows in rcv.groupby("layer", sort=True):
+        grads = _receiver_grads(model, c, int(layer), rows).flatten(1)   # [R_l, b*n*d]
+        cols = torch.as_tensor(rows.index.to_list())
+        scores[:, cols] = (deltas @ grads.T).detach().double()
+    return scores * g.valid()

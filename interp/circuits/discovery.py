@@ -1,0 +1,231 @@
+"""Automated circuit discovery on the head graph (:mod:`interp.circuits.graph`).
+
+- :func:`acdc` (Conmy et al. 2023, greedy with real patching): start from the full graph;
+  visit receivers from the logits backwards, and for each incoming edge remove it if the
+  normalised metric of the circuit moves by less than ``threshold``. One forward per edge:
+  for small models (the toy has 81 edges).
+- :func:`eap_circuit` (Syed et al. 2023): keep the ``top_n`` edges by ``|EAP score|`` (or those
+  over ``threshold``), then evaluate with real patching. Cheap for any size.
+Both prune edges that are not on a path from ``embed`` to ``logits`` (a sender without inputs
+in the circuit writes exactly its corrupted output, so its out-edges carry nothing) and return
+a :class:`Circuit`: node and edge DataFrames with scores and the metric recovered by the
+circuit alone (everything outside it patched to the corrupted run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from interp.circuits.attribution import attribution_cache, edge_attribution, node_attribution
+from interp.circuits.graph import CircuitRunner, HeadGraph
+from interp.circuits.patching import PatchingTask
+
+
+@dataclass
+class Circuit:
+    """A discovered circuit.
+
+    Attributes:
+        nodes: ``node, kind, layer, head, score`` (score: summed |edge score| touching it).
+        edges: ``sender, receiver, input, sender_layer, receiver_layer, score``.
+        mask: ``[n_senders, n_receivers]`` bool edge mask.
+        metric, normalised: metric of the circuit alone (normalised: 0 corrupted, 1 clean).
+        clean, corrupted: metrics of the full clean / corrupted runs.
+    """
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    mask: torch.Tensor
+    metric: float
+    normalised: float
+    clean: float
+    corrupted: float
+
+    @property
+    def heads(self) -> list[str]:
+        return self.nodes[self.nodes.kind == "head"].node.tolist()
+
+    def summary(self) -> dict:
+        return {"n_edges": len(self.edges), "n_nodes": len(self.nodes),
+                "n_heads": len(self.heads), "metric": self.metric,
+                "normalised": self.normalised, "clean": self.clean, "corrupted": self.corrupted}
+
+
+def _node_of_receiver(g: HeadGraph) -> list[list[str]]:
+    """Sender names that each receiver column belongs to (a KV group under GQA: all its heads)."""
+    out = []
+    for r in g.receivers().itertuples():
+        if r.node == "logits":
+            out.append(["logits"])
+        elif r.input == "in":
+            out.append([r.node])
+        elif r.input == "q" or g.group == 1:
+            out.append([f"L{r.layer}H{r.head}"])
+        else:
+            out.append([f"L{r.layer}H{h}" for h in range(r.head * g.group, (r.head + 1) * g.group)])
+    return out
+
+
+def prune(g: HeadGraph, mask: torch.Tensor) -> torch.Tensor:
+    """Keep only edges on a path embed -> ... -> logits."""
+    mask = mask & g.valid()
+    snd = g.senders().name.tolist()
+    owners = _node_of_receiver(g)
+    sidx = {n: i for i, n in enumerate(snd)}
+    while True:
+        # forward reachability from embed
+        reach = {"embed"}
+        changed = True
+        while changed:
+            changed = False
+            for j, own in enumerate(owners):
+                if any(mask[sidx[n], j] for n in reach if n in sidx):
+                    for o in own:
+                        if o not in reach:
+                            reach.add(o)
+                            changed = True
+        # backward reachability from logits
+        useful = {"logits"}
+        changed = True
+        while changed:
+            changed = False
+            for j, own in enumerate(owners):
+                if any(o in useful for o in own):
+                    for i in mask[:, j].nonzero(as_tuple=True)[0].tolist():
+                        if snd[i] not in useful:
+                            useful.add(snd[i])
+                            changed = True
+        keep = torch.zeros_like(mask)
+        for j, own in enumerate(owners):
+            if any(o in useful for o in own):
+                for i in mask[:, j].nonzero(as_tuple=True)[0].tolist():
+                    if snd[i] in reach and snd[i] in useful:
+                        keep[i, j] = True
+        if torch.equal(keep, mask):
+            return mask
+        mask = keep
+
+
+def _circuit(runner: CircuitRunner, mask: torch.Tensor, scores: torch.Tensor) -> Circuit:
+    g = runner.graph
+    mask = prune(g, mask)
+    edges = g.edges_frame(scores.float(), mask)
+    m = runner.metric(mask)
+    weight: dict[str, float] = {}
+    for e in edges.itertuples():
+        weight[e.sender] = weight.get(e.sender, 0.0) + abs(e.score)
+        weight[e.receiver] = weight.get(e.receiver, 0.0) + abs(e.score)
+    snd = g.senders().set_index("name")
+    rows = []
+    for n, w in weight.items():
+        if n in snd.index:
+            r = snd.loc[n]
+            rows.append({"node": n, "kind": r["kind"], "layer": int(r["layer"]), "head": int(r["head"]),
+                         "score": w})
+        elif n == "logits":
+            rows.append({"node": n, "kind": "logits", "layer": g.n_layers, "head": -1,
+                         "score": w})
+        else:   # a KV group receiver under GQA
+            rows.append({"node": n, "kind": "kv_group", "layer": int(n[1:n.index("K")]),
+                         "head": int(n.split("KV")[1]), "score": w})
+    nodes = pd.DataFrame(rows, columns=["node", "kind", "layer", "head", "score"])
+    nodes = nodes.sort_values(["layer", "head"]).reset_index(drop=True)
+    return Circuit(nodes, edges, mask, m, runner.normalised(m), runner.clean_metric,
+                   runner.corrupted_metric)
+
+
+def eap_circuit(model, task: PatchingTask, top_n: int | None = 20,
+                threshold: float | None = None, runner: CircuitRunner | None = None,
+                scores: torch.Tensor | None = None) -> Circuit:
+    """Circuit of the edges with the largest ``|EAP score|``: the ``top_n`` best, or all with
+    ``|score| / |clean - corrupted| >= threshold``; evaluated with real patching."""
+    runner = runner or CircuitRunner(model, task)
+    if scores is None:
+        scores = edge_attribution(model, task)
+    flat = scores.abs().flatten()
+    if threshold is not None:
+        den = abs(runner.clean_metric - runner.corrupted_metric) or 1.0
+        mask = (scores.abs() / den) >= threshold
+    else:
+        keep = flat.topk(min(int(top_n), int((flat > 0).sum()))).indices
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[keep] = True
+        mask = mask.view_as(scores)
+    return _circuit(runner, mask, scores)
+
+
+def acdc(model, task: PatchingTask, threshold: float = 0.02, progress: bool = True,
+         runner: CircuitRunner | None = None) -> Circuit:
+    """Greedy ACDC with real patching: remove every edge whose removal changes the normalised
+    metric by less than ``threshold`` (receivers visited from logits backwards). Edge scores
+    are the normalised metric drop when the edge was tried."""
+    from tqdm.auto import tqdm
+
+    runner = runner or CircuitRunner(model, task)
+    g = runner.graph
+    mask = g.valid().clone()
+    scores = torch.zeros(mask.shape, dtype=torch.float64)
+    current = runner.normalised(runner.metric(mask))
+    order = g.receivers().sort_values("stage", ascending=False, kind="stable").index.tolist()
+    todo = [(i, j) for j in order for i in mask[:, j].nonzero(as_tuple=True)[0].tolist()]
+    for i, j in tqdm(todo, desc="ACDC", disable=not progress):
+        mask[i, j] = False
+        new = runner.normalised(runner.metric(mask))
+        scores[i, j] = current - new
+        if abs(current - new) < threshold:
+            current = new
+        else:
+            mask[i, j] = True
+    return _circuit(runner, mask, scores)
+
+
+# ------------------------------------------------------------------------------------ figures
+def circuit_figure(circuit: Circuit, title: str = "circuit") -> go.Figure:
+    """Nodes placed by layer (x) and head (y); edge width ~ |score|, colour by input."""
+    pos = {}
+    for r in circuit.nodes.itertuples():
+        pos[r.node] = (r.layer + (0.5 if r.kind in ("head", "kv_group") else 0.9 if r.kind == "mlp"
+                                  else 0), r.head if r.head >= 0 else -1)
+    pos.setdefault("embed", (-1, -1))
+    colours = {"q": "#1f77b4", "k": "#d62728", "v": "#2ca02c", "in": "#7f7f7f"}
+    fig = go.Figure()
+    wmax = max([abs(s) for s in circuit.edges.score] + [1e-12])
+    for e in circuit.edges.itertuples():
+        if e.sender not in pos or e.receiver not in pos:
+            continue
+        (x0, y0), (x1, y1) = pos[e.sender], pos[e.receiver]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False,
+                                 line=dict(width=1 + 7 * abs(e.score) / wmax,
+                                           color=colours.get(e.input, "#888")),
+                                 hovertext=f"{e.sender} -> {e.receiver}.{e.input}: {e.score:.4g}",
+                                 hoverinfo="text"))
+    nodes = circuit.nodes
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in nodes.node], y=[pos[n][1] for n in nodes.node],
+                             mode="markers+text", text=nodes.node.tolist(),
+                             textposition="top center", marker=dict(size=14, color="#333"),
+                             showlegend=False, hoverinfo="text"))
+    for x, c in colours.items():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=c, width=3),
+                                 name=f"into {x}"))
+    fig.update_layout(title=f"{title}: {len(circuit.edges)} edges, recovers "
+                            f"{circuit.normalised:.2f} of clean", template="plotly_white",
+                      xaxis_title="layer", yaxis_title="head", height=520)
+    return fig
+
+
+def position_heatmap(df: pd.DataFrame, value: str = "normalised",
+                     title: str = "residual-stream patching") -> go.Figure:
+    """Layer x position heatmap of a :func:`patch_residual` table."""
+    grid = df.pivot(index="layer", columns="pos", values=value).sort_index()
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(float), x=list(grid.columns), y=list(grid.index),
+                               colorscale="RdBu", zmid=0, colorbar=dict(title=value)))
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="position",
+                      yaxis=dict(title="layer", autorange="reversed"))
+    return fig
+
+
+__all__ = ["Circuit", "acdc", "eap_circuit", "prune", "circuit_figure", "position_heatmap",
+           "node_attribution", "attribution_cache"]

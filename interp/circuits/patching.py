@@ -1,0 +1,458 @@
+"""Clean/corrupted prompt pairs, metrics, activation patching and path patching.
+
+Architecture
+------------
+- **Task.** A :class:`PatchingTask` holds a ``clean`` and a ``corrupted`` batch of token ids
+  (same shape ``[batch, seq]``, row i of one paired with row i of the other) and a metric
+  ``logits [batch, seq, vocab] -> scalar`` (higher = more like the clean behaviour). Builders:
+  :func:`induction_task` (repeated random tokens; the corrupted row has a different first copy,
+  so the second copy cannot be predicted by induction) and :func:`kv_retrieval_task`
+  ("k1: v1, k2: v2, ... kq:"; the corrupted row asks for another key).
+- **Metrics** (Meng et al. 2022; Wang et al. 2022): :func:`logit_diff_metric`,
+  :func:`logprob_metric` (minus the loss on chosen positions), :func:`prob_metric`.
+  :func:`normalise` maps a metric value to 0 = corrupted run, 1 = clean run.
+- **Direction.** ``direction="denoise"`` (default) runs the *corrupted* tokens and patches in
+  *clean* activations: a high normalised score means the component suffices to restore the
+  clean behaviour. ``"noise"`` runs the clean tokens and patches in corrupted activations;
+  the normalised score is still 0 = corrupted, 1 = clean, so a *low* score there means the
+  component is necessary.
+- **Activation patching** (:func:`patch_residual`, :func:`patch_heads`): one forward per
+  layer; the base batch is repeated once per position (or head) and each copy gets one patch,
+  so every (layer, position) / (layer, head) cell is one batch row block.
+- **Path patching** (:func:`path_patch`, Wang et al. 2022): the sender's output difference
+  ``(z_src - z_base)[sender] @ W_O[sender]`` is added to the base residual stream entering the
+  receiver's layer and reaches ONLY the receiver's chosen input (q, k or v), which is
+  recomputed with the model's own modules (``ln1`` and the q/k/v projection); everything else
+  upstream stays at its base value, everything downstream of the receiver runs freely.
+  **GQA** (smollm2: 3 KV heads for 9 query heads): k and v exist per KV head, so patching a
+  receiver's k/v changes the shared KV head; to keep the effect to the ONE receiver query head,
+  the other query heads of that KV group get their base ``hook_z`` back in the same forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from interp.hooks import attach
+from interp.probes.common import check_tokens
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+Direction = Literal["denoise", "noise"]
+INPUTS = ("q", "k", "v")
+
+
+@dataclass
+class PatchingTask:
+    """A batch of clean/corrupted prompt pairs and a metric.
+
+    Attributes:
+        clean, corrupted: ``[batch, seq]`` token ids (same shape; row i pairs with row i).
+        metric: ``logits [batch, seq, vocab] -> scalar tensor`` (higher = clean behaviour);
+            differentiable (attribution patching takes its gradient).
+        name: label for tables.
+        info: free-form description (what positions, which tokens).
+    """
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    metric: Metric
+    name: str = "task"
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.clean.shape != self.corrupted.shape:
+            raise ValueError(f"clean {tuple(self.clean.shape)} and corrupted "
+                             f"{tuple(self.corrupted.shape)} token batches must have one shape")
+
+    @property
+    def batch(self) -> int:
+        return int(self.clean.shape[0])
+
+    def checked(self, model) -> "PatchingTask":
+        """The task with its tokens validated for (and moved to the device of) ``model``."""
+        return PatchingTask(check_tokens(model, self.clean), check_tokens(model, self.corrupted),
+                            self.metric, self.name, self.info)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def _pos_index(positions: torch.Tensor | Sequence[int], batch: int) -> torch.Tensor:
+    p = torch.as_tensor(positions, dtype=torch.long)
+    return p.expand(batch, -1) if p.dim() == 1 else p
+
+
+def logit_diff_metric(positions: torch.Tensor | Sequence[int], correct: torch.Tensor,
+                      wrong: torch.Tensor) -> Metric:
+    """Mean of ``logit[correct] - logit[wrong]`` at ``positions``.
+
+    Args:
+        positions: ``[n]`` (same for every row) or ``[batch, n]`` query positions.
+        correct, wrong: ``[batch, n]`` token ids (or ``[batch]`` for one position).
+    """
+    correct = torch.as_tensor(correct).reshape(correct.shape[0], -1)
+    wrong = torch.as_tensor(wrong).reshape(wrong.shape[0], -1)
+
+    def fn(logits: torch.Tensor) -> torch.Tensor:
+        b = logits.shape[0]
+        pos = _pos_index(positions, b).to(logits.device)
+        sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1]))  # [b, n, V]
+        c = sel.gather(-1, correct.to(logits.device)[..., None])[..., 0]
+        w = sel.gather(-1, wrong.to(logits.device)[..., None])[..., 0]
+        return (c - w).float().mean()
+
+    return fn
+
+
+def logprob_metric(positions: torch.Tensor | Sequence[int], targets: torch.Tensor) -> Metric:
+    """Mean log-probability of ``targets [batch, n]`` at ``positions`` (= minus the loss on
+    those positions; higher is better)."""
+
+    def fn(logits: torch.Tensor) -> torch.Tensor:
+        b = logits.shape[0]
+        pos = _pos_index(positions, b).to(logits.device)
+        sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
+        logp = torch.log_softmax(sel, dim=-1)
+        return logp.gather(-1, targets.to(logits.device)[..., None])[..., 0].mean()
+
+    return fn
+
+
+def prob_metric(positions: torch.Tensor | Sequence[int], targets: torch.Tensor) -> Metric:
+    """Mean probability of ``targets [batch, n]`` at ``positions``."""
+
+    def fn(logits: torch.Tensor) -> torch.Tensor:
+        b = logits.shape[0]
+        pos = _pos_index(positions, b).to(logits.device)
+        sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
+        return torch.softmax(sel, -1).gather(-1, targets.to(logits.device)[..., None])[..., 0].mean()
+
+    return fn
+
+
+def normalise(value: float, clean: float, corrupted: float) -> float:
+    """``(value - corrupted) / (clean - corrupted)``: 0 = corrupted run, 1 = clean run."""
+    den = clean - corrupted
+    return float("nan") if abs(den) < 1e-12 else (value - corrupted) / den
+
+
+# ------------------------------------------------------------------------------------ tasks
+def induction_task(model, batch: int = 8, seg_len: int = 20, seed: int = 0,
+                   metric: Literal["logprob", "prob"] = "logprob") -> PatchingTask:
+    """Repeated random tokens ``[BOS] A A``; corrupted ``[BOS] A' A`` with a fresh first copy
+    ``A'`` (same second copy), so induction cannot predict the second copy.
+
+    The metric reads the predictions of second-copy tokens 2..seg_len (positions
+    ``o + seg_len .. o + 2 seg_len - 2`` predict the next token of the clean copy; ``o`` = 1
+    with BOS) -- the first token of a copy is never predictable.
+    """
+    from interp.probes.induction import bos_id
+    from interp.tasks import repeated_tokens
+
+    toy = getattr(getattr(model, "interp_info", None), "kind", "") == "toy"
+    bos = 0 if toy else bos_id(model)          # the toy recipes put BOS = 0 first
+    low = 1 if toy else (0 if model.tokenizer is None else min(1000, model.cfg.d_vocab // 2))
+
+    def draw(s):
+        return check_tokens(model, repeated_tokens(batch, seg_len, 2, model.cfg.d_vocab,
+                                                   bos_token=bos, seed=s, low=low))
+
+    clean = draw(seed)
+    o = clean.shape[1] - 2 * seg_len
+    fresh = draw(seed + 7919)
+    corrupted = clean.clone()
+    corrupted[:, o:o + seg_len] = fresh[:, o:o + seg_len]
+    positions = torch.arange(o + seg_len, o + 2 * seg_len - 1)
+    targets = clean[:, positions + 1].cpu()
+    fn = (logprob_metric if metric == "logprob" else prob_metric)(positions, targets)
+    return PatchingTask(clean, corrupted, fn, name="induction",
+                        info={"seg_len": seg_len, "offset": o, "metric": metric,
+                              "positions": positions.tolist()})
+
+
+KV_KEYS = ("apple", "river", "stone", "cloud", "table", "horse", "green", "music", "paper",
+           "light", "chair", "water", "glass", "bread", "night", "house", "plant", "train")
+KV_VALUES = tuple(str(d) for d in range(10))
+
+
+def kv_retrieval_task(model, batch: int = 8, n_pairs: int = 4, seed: int = 0) -> PatchingTask:
+    """In-context key-value prompts ``"k1: v1, k2: v2, ..., kq:"`` (single-token keys and
+    values, distinct keys and values within a prompt). Clean asks for key i; corrupted is the
+    same context asking for another key j. Metric: logit difference ``v_i - v_j`` at the last
+    position (the clean run prefers ``v_i``, the corrupted ``v_j``)."""
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("kv_retrieval_task needs a model with a tokenizer")
+
+    def one(text: str) -> int | None:
+        ids = tok(text, add_special_tokens=False).input_ids
+        return ids[0] if len(ids) == 1 else None
+
+    keys = [(k, one(" " + k), one(k)) for k in KV_KEYS]
+    keys = [k for k in keys if k[1] is not None and k[2] is not None]
+    vals = [(v, one(" " + v)) for v in KV_VALUES]
+    vals = [v for v in vals if v[1] is not None]
+    colon, comma = one(":"), one(",")
+    if len(keys) < n_pairs or len(vals) < n_pairs or colon is None or comma is None:
+        raise ValueError(f"the tokenizer does not give single tokens for {n_pairs} keys/values")
+    from interp.probes.induction import bos_id
+
+    bos = bos_id(model)
+    g = torch.Generator().manual_seed(seed)
+    clean, corr, right, wrong = [], [], [], []
+    for _ in range(batch):
+        ki = torch.randperm(len(keys), generator=g)[:n_pairs].tolist()
+        vi = torch.randperm(len(vals), generator=g)[:n_pairs].tolist()
+        ids = [] if bos is None else [bos]
+        for n, (a, b) in enumerate(zip(ki, vi)):
+            ids += [keys[a][1] if n else keys[a][2], colon, vals[b][1], comma]
+        i, j = torch.randperm(n_pairs, generator=g)[:2].tolist()
+        clean.append(ids + [keys[ki[i]][1], colon])
+        corr.append(ids + [keys[ki[j]][1], colon])
+        right.append(vals[vi[i]][1])
+        wrong.append(vals[vi[j]][1])
+    clean_t = check_tokens(model, torch.tensor(clean))
+    corr_t = check_tokens(model, torch.tensor(corr))
+    n = clean_t.shape[1]
+    fn = logit_diff_metric([n - 1], torch.tensor(right)[:, None], torch.tensor(wrong)[:, None])
+    return PatchingTask(clean_t, corr_t, fn, name="kv_retrieval",
+                        info={"n_pairs": n_pairs, "example": tok.decode(clean[0])})
+
+
+# -------------------------------------------------------------------------- model plumbing
+def _raw(module):
+    """The wrapped torch module of a bridge component (no hook points of its own)."""
+    return getattr(module, "original_component", None) or getattr(module, "_original_component",
+                                                                  module)
+
+
+def n_kv_heads(model) -> int:
+    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
+
+
+def w_out(model, layer: int) -> torch.Tensor:
+    """``W_O`` of ``layer`` as ``[head, d_head, d_model]`` (head ``h`` writes ``z_h @ W_O[h]``)."""
+    w = _raw(model.blocks[layer].attn.o).weight                    # [d_model, H*dh]
+    H, dh = model.cfg.n_heads, model.cfg.d_head
+    return w.T.reshape(H, dh, -1)
+
+
+def head_outputs(model, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """Per-head residual-stream writes ``[head, batch, pos, d_model]`` from ``z [b, pos, H, dh]``
+    (without the shared output bias)."""
+    return torch.einsum("bphe,hed->hbpd", z, w_out(model, layer).to(z.dtype))
+
+
+def project(model, layer: int, which: str, resid: torch.Tensor, head: int) -> torch.Tensor:
+    """Recompute ``hook_{which}`` of one head (a query head for q, a KV head for k/v) from a
+    residual-stream input ``resid [..., pos, d_model]`` through the layer's own ``ln1`` and
+    projection; returns ``[..., pos, d_head]`` (before RoPE, as ``hook_q``/``hook_k`` are)."""
+    block = model.blocks[layer]
+    lin = _raw(getattr(block.attn, which))
+    dh = model.cfg.d_head
+    w = lin.weight[head * dh:(head + 1) * dh]
+    b = None if lin.bias is None else lin.bias[head * dh:(head + 1) * dh]
+    return F.linear(_raw(block.ln1)(resid), w, b)
+
+
+def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
+              grad_metric: Metric | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """One forward caching the activations ``names`` (detached); returns ``(metric, cache)``.
+    With ``grad_metric``, also backpropagates it and caches gradients as ``"grad:" + name``."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def saver(key: str):          # keyed by the name asked for (hook.name may be an alias)
+        def fn(act, hook):
+            cache[key] = act.detach()
+
+        return fn
+
+    fwd = [(n, saver(n)) for n in names]
+    if grad_metric is None:
+        with torch.no_grad(), attach(model, fwd):
+            model(tokens)
+        return float("nan"), cache
+    with torch.enable_grad(), attach(model, fwd, [(n, saver("grad:" + n)) for n in names]):
+        logits = model(tokens)
+        m = grad_metric(logits)
+        m.backward()
+    model.zero_grad(set_to_none=True)
+    return float(m.detach()), cache
+
+
+@torch.no_grad()
+def metric_of(model, tokens: torch.Tensor, metric: Metric, hooks=()) -> float:
+    with attach(model, hooks):
+        return float(metric(model(tokens)))
+
+
+def _base_src(task: PatchingTask, direction: Direction):
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    return (task.corrupted, task.clean) if direction == "denoise" else (task.clean, task.corrupted)
+
+
+def _chunked_metric(logits: torch.Tensor, metric: Metric, b: int) -> list[float]:
+    return [float(metric(logits[i:i + b])) for i in range(0, logits.shape[0], b)]
+
+
+def baseline(model, task: PatchingTask) -> dict[str, float]:
+    """``{"clean": metric of the clean run, "corrupted": metric of the corrupted run}``."""
+    return {"clean": metric_of(model, task.clean, task.metric),
+            "corrupted": metric_of(model, task.corrupted, task.metric)}
+
+
+# ---------------------------------------------------------------------- activation patching
+def _patch_layers(model, task, direction, hook_name, n_cells, cell_patch, layers, max_batch,
+                  progress, desc, sweep=None):
+    task = task.checked(model)
+    base_tokens, src_tokens = _base_src(task, direction)
+    ref = baseline(model, task)
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    b = task.batch
+    per_fwd = max(1, max_batch // b)
+    rows = []
+    done = {}
+    if sweep is not None and sweep.path.exists():
+        done = {(r["layer"], r["cell"]): r for r in sweep.table().to_dict("records")}
+    from tqdm.auto import tqdm
+
+    for layer in tqdm(layers, desc=desc, disable=not progress):
+        name = hook_name(layer)
+        if all((layer, c) in done for c in range(n_cells)):
+            rows += [done[(layer, c)] for c in range(n_cells)]
+            continue
+        _, src = run_cache(model, src_tokens, [name])
+        src_act = src[name]
+        for start in range(0, n_cells, per_fwd):
+            cells = list(range(start, min(n_cells, start + per_fwd)))
+
+            def hook(act, hook, cells=cells):
+                act = act.clone()
+                for i, c in enumerate(cells):
+                    cell_patch(act[i * b:(i + 1) * b], src_act, c)
+                return act
+
+            with torch.no_grad(), attach(model, [(name, hook)]):
+                logits = model(base_tokens.repeat(len(cells), 1))
+            for c, m in zip(cells, _chunked_metric(logits, task.metric, b)):
+                row = {"layer": layer, "cell": c, "metric": m,
+                       "normalised": normalise(m, ref["clean"], ref["corrupted"])}
+                rows.append(row)
+                if sweep is not None:
+                    sweep.record({"layer": layer, "cell": c}, {k: row[k] for k in
+                                                               ("metric", "normalised")})
+    df = pd.DataFrame(rows)[["layer", "cell", "metric", "normalised"]]
+    df.attrs.update(ref, direction=direction)
+    return df
+
+
+def patch_residual(model, task: PatchingTask, direction: Direction = "denoise",
+                   layers: Sequence[int] | None = None, max_batch: int = 64,
+                   progress: bool = True, sweep=None) -> pd.DataFrame:
+    """Patch the residual stream (``blocks.{l}.hook_resid_pre``, ``[batch, pos, d_model]``) at
+    one (layer, position) at a time.
+
+    Returns:
+        DataFrame ``layer, pos, metric, normalised`` (normalised: 0 = corrupted, 1 = clean);
+        ``df.attrs`` holds ``clean``, ``corrupted`` and ``direction``.
+    """
+    n = task.clean.shape[1]
+
+    def patch(act, src, pos):
+        act[:, pos] = src[:, pos]
+
+    df = _patch_layers(model, task, direction, lambda l: f"blocks.{l}.hook_resid_pre", n, patch,
+                       layers, max_batch, progress, "patch resid", sweep)
+    return df.rename(columns={"cell": "pos"})
+
+
+def patch_heads(model, task: PatchingTask, direction: Direction = "denoise",
+                layers: Sequence[int] | None = None, max_batch: int = 64,
+                progress: bool = True, sweep=None) -> pd.DataFrame:
+    """Patch each head's output ``hook_z`` (``[batch, pos, head, d_head]``, all positions) one
+    head at a time.
+
+    Returns:
+        DataFrame ``layer, head, metric, normalised``.
+    """
+    def patch(act, src, head):
+        act[:, :, head] = src[:, :, head]
+
+    df = _patch_layers(model, task, direction, lambda l: f"blocks.{l}.attn.hook_z",
+                       model.cfg.n_heads, patch, layers, max_batch, progress, "patch heads", sweep)
+    return df.rename(columns={"cell": "head"})
+
+
+# ----------------------------------------------------------------------------- path patching
+@torch.no_grad()
+def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
+               receivers: Sequence[tuple[int, int]], inputs: Sequence[str] = INPUTS,
+               direction: Direction = "denoise", progress: bool = False) -> pd.DataFrame:
+    """Path patching sender head -> receiver head through the receiver's q, k or v input.
+
+    For each (sender, receiver, input) with ``sender_layer < receiver_layer``: the base run
+    (corrupted for ``"denoise"``) with the receiver's ``input`` recomputed from
+    ``resid_pre_base[receiver_layer] + (z_src - z_base)[sender] @ W_O[sender]`` -- only the
+    sender's output difference reaches only that input; heads in between are frozen at their
+    base value (they see the unmodified base residual). For k/v under GQA the KV head is shared;
+    the other query heads of the group are restored to their base ``hook_z`` (see module doc).
+
+    Returns:
+        DataFrame ``sender_layer, sender_head, receiver_layer, receiver_head, input, metric,
+        normalised``.
+    """
+    task = task.checked(model)
+    base_tokens, src_tokens = _base_src(task, direction)
+    ref = baseline(model, task)
+    b = task.batch
+    group = model.cfg.n_heads // n_kv_heads(model)
+    layers = sorted({l for l, _ in senders} | {l for l, _ in receivers})
+    names = [f"blocks.{l}.attn.hook_z" for l in layers]
+    names += [f"blocks.{l}.hook_resid_pre" for l in layers]
+    _, base = run_cache(model, base_tokens, names)
+    _, src = run_cache(model, src_tokens, [f"blocks.{l}.attn.hook_z" for l in layers])
+    rows = []
+    from tqdm.auto import tqdm
+
+    jobs = [(r, x) for r in receivers for x in inputs]
+    for (rl, rh), x in tqdm(jobs, desc="path patching", disable=not progress):
+        snd = [s for s in senders if s[0] < rl]
+        if not snd:
+            continue
+        resid = base[f"blocks.{rl}.hook_resid_pre"]                       # [b, n, d]
+        deltas = []
+        for sl, sh in snd:
+            dz = (src[f"blocks.{sl}.attn.hook_z"] - base[f"blocks.{sl}.attn.hook_z"])[:, :, sh]
+            deltas.append(dz @ w_out(model, sl)[sh].to(dz.dtype))
+        x_in = resid[None] + torch.stack(deltas)                            # [S, b, n, d]
+        target = rh if x == "q" else rh // group
+        new = project(model, rl, x, x_in, target).flatten(0, 1)             # [S*b, n, dh]
+        z_base = base[f"blocks.{rl}.attn.hook_z"].repeat(len(snd), 1, 1, 1)
+        keep = [h for h in range(model.cfg.n_heads) if h // group == target and h != rh]
+
+        def put(act, hook, new=new, target=target):
+            act = act.clone()
+            act[:, :, target] = new.to(act.dtype)
+            return act
+
+        def restore(z, hook, keep=keep, z_base=z_base):
+            if x == "q" or not keep:
+                return z
+            z = z.clone()
+            z[:, :, keep] = z_base[:, :, keep]
+            return z
+
+        hooks = [(f"blocks.{rl}.attn.hook_{x}", put), (f"blocks.{rl}.attn.hook_z", restore)]
+        with attach(model, hooks):
+            logits = model(base_tokens.repeat(len(snd), 1))
+        for (sl, sh), m in zip(snd, _chunked_metric(logits, task.metric, b)):
+            rows.append({"sender_layer": sl, "sender_head": sh, "receiver_layer": rl,
+                         "receiver_head": rh, "input": x, "metric": m,
+                         "normalised": normalise(m, ref["clean"], ref["corrupted"])})
+    df = pd.DataFrame(rows, columns=["sender_layer", "sender_head", "receiver_layer",
+                                     "receiver_head", "input", "metric", "normalised"])
+    df.attrs.update(ref, direction=direction)
+    return df
