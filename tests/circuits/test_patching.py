@@ -1,0 +1,96 @@
+"""Patching, circuit runner, attribution and discovery (fast tests on a random toy; slow ones
+on a trained toy, trained once per session)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp.circuits.attribution import edge_attribution, node_attribution
+from interp.circuits.discovery import acdc, circuit_figure, eap_circuit
+from interp.circuits.graph import CircuitRunner
+from interp.circuits.patching import (baseline, induction_task, metric_of, patch_heads,
+                                      patch_residual, path_patch, project, run_cache)
+
+
+@pytest.fixture(scope="module")
+def task(toy_model):
+    return induction_task(toy_model, batch=4, seg_len=6, seed=1)
+
+
+def test_project_matches_hooks(toy_model, task):
+    names = ["blocks.1.hook_resid_pre"] + [f"blocks.1.attn.hook_{x}" for x in "qkv"]
+    _, c = run_cache(toy_model, task.clean, names)
+    for x in "qkv":
+        got = project(toy_model, 1, x, c["blocks.1.hook_resid_pre"], 2)
+        torch.testing.assert_close(got, c[f"blocks.1.attn.hook_{x}"][:, :, 2], atol=1e-5, rtol=0)
+
+
+def test_own_activation_changes_nothing(toy_model, task):
+    _, c = run_cache(toy_model, task.corrupted, ["blocks.1.attn.hook_z"])
+
+    def same(z, hook):
+        z = z.clone()
+        z[:, :, 1] = c["blocks.1.attn.hook_z"][:, :, 1]
+        return z
+
+    ref = baseline(toy_model, task)["corrupted"]
+    got = metric_of(toy_model, task.corrupted, task.metric, [("blocks.1.attn.hook_z", same)])
+    assert got == pytest.approx(ref, abs=1e-6)
+
+
+def test_patch_tables_and_endpoints(toy_model, task):
+    ref = baseline(toy_model, task)
+    df = patch_residual(toy_model, task, progress=False)
+    assert len(df) == toy_model.cfg.n_layers * task.clean.shape[1]
+    # patching the whole residual stream at layer 0 = the clean run
+    _, c = run_cache(toy_model, task.clean, ["blocks.0.hook_resid_pre"])
+    full = metric_of(toy_model, task.corrupted, task.metric,
+                     [("blocks.0.hook_resid_pre", lambda a, hook: c["blocks.0.hook_resid_pre"])])
+    assert full == pytest.approx(ref["clean"], abs=1e-5)
+    heads = patch_heads(toy_model, task, progress=False)
+    assert len(heads) == 8 and heads.normalised.notna().all()
+
+
+def test_circuit_all_and_none(toy_model, task):
+    r = CircuitRunner(toy_model, task)
+    assert r.metric(r.valid) == pytest.approx(r.clean_metric, abs=1e-4)
+    assert r.metric(torch.zeros_like(r.valid)) == pytest.approx(r.corrupted_metric, abs=1e-5)
+
+
+def test_attribution_correlates_with_patching(toy_model, task):
+    """Node attribution vs real head patching: Pearson r > 0.8 (linear regime)."""
+    na = node_attribution(toy_model, task)
+    ph = patch_heads(toy_model, task, progress=False)
+    r = np.corrcoef(na.score, ph.metric - ph.attrs["corrupted"])[0, 1]
+    assert r > 0.8, r
+    scores = edge_attribution(toy_model, task)
+    assert scores.shape == (9, 25)
+
+
+def test_path_patch_shapes(toy_model, task):
+    df = path_patch(toy_model, task, [(0, 0), (0, 1)], [(1, 2)])
+    assert len(df) == 6 and set(df.input) == {"q", "k", "v"}
+
+
+@pytest.fixture(scope="session")
+def trained_toy():
+    from interp.circuits.toy import circuit_toy
+
+    torch.set_num_threads(1)
+    return circuit_toy()
+
+
+@pytest.mark.slow
+def test_trained_toy_attribution_and_discovery(trained_toy):
+    t = induction_task(trained_toy, batch=8, seg_len=12)
+    ref = baseline(trained_toy, t)
+    assert ref["clean"] > ref["corrupted"] + 0.5
+    na = node_attribution(trained_toy, t)
+    ph = patch_heads(trained_toy, t, progress=False)
+    assert np.corrcoef(na.score, ph.metric - ph.attrs["corrupted"])[0, 1] > 0.8
+    c = acdc(trained_toy, t, threshold=0.02, progress=False)
+    assert c.normalised > 0.8
+    l0_to_l1 = c.edges[(c.edges.sender_layer == 0) & (c.edges.receiver_layer == 1)]
+    assert len(l0_to_l1) > 0
+    circuit_figure(c)
