@@ -39,3 +39,19 @@ def toy_model():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def toy_induction_dir():
+    """Folder of the default toy induction recipe in the interp cache (main model; the
+    1-layer control sits beside it as ``<name>-control``); trained once if missing."""
+    from interp.models.toy import resolve_toy_path
+    from interp.models.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
+
+    cfg = ToyInductionConfig()
+    try:
+        resolve_toy_path(cfg.name)
+        resolve_toy_path(f"{cfg.name}-control")
+    except FileNotFoundError:
+        train_toy_induction(cfg, progress=False)
+    return default_dir(cfg.name)

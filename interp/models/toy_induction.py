@@ -2,9 +2,13 @@
 
 ``train_toy_induction(cfg)`` trains a 2-layer attention-only model (and, with
 ``cfg.control``, a 1-layer control that cannot form induction heads: an induction head needs a
-previous-token head in an earlier layer to K-compose with) on
-:class:`interp.tasks.InductionMixture` (repeated random segments mixed with plain random
-tokens, BOS = token 0). Every ``eval_every`` steps it records, on a fixed held-out batch of
+previous-token head in an earlier layer to K-compose with) on :func:`induction_batch`:
+``BOS + segment + the same segment`` with a segment length drawn anew for every batch. (With
+one fixed length a single layer-0 head predicts the second copy by position alone -- "attend
+seg_len - 1 back" -- so even the 1-layer control scores ~0.94 and no real induction circuit
+forms; varying the length leaves only the previous-token -> induction mechanism.) The models
+use rotary positions, which make the previous-token head easy to learn.
+Every ``eval_every`` steps it records, on a fixed held-out batch of
 repeated random tokens: the best head's induction and previous-token scores, the loss on the
 repeated half (near zero once induction works) and the in-context-learning score (loss late
 in the sequence minus loss early), so the phase change is visible. Checkpoints are written
@@ -33,9 +37,9 @@ class ToyInductionConfig:
     Attributes:
         name: checkpoint name under ``<cache>/toy/``.
         n_layers, d_model, n_heads, d_head, d_vocab: the main model's shape.
-        seg_len: repeated segment length (sequence = 1 + 2 * seg_len tokens).
+        min_seg, max_seg: range of the per-batch segment length.
+        seg_len: segment length of the held-out evaluation batch (BOS + 2 copies).
         batch, steps, lr: training.
-        repeat_share: share of training rows that hold a repeated segment.
         eval_every, checkpoint_every: steps between evaluations / checkpoints.
         control: also train a 1-layer control with the same settings.
         seed: seeds init, data and the evaluation batch.
@@ -46,13 +50,14 @@ class ToyInductionConfig:
     d_model: int = 64
     n_heads: int = 4
     d_head: int = 16
-    d_vocab: int = 128
-    seg_len: int = 24
+    d_vocab: int = 64
+    min_seg: int = 8
+    max_seg: int = 24
+    seg_len: int = 16
     batch: int = 32
-    steps: int = 1000
-    lr: float = 1e-3
-    repeat_share: float = 0.75
-    eval_every: int = 50
+    steps: int = 1500
+    lr: float = 2e-3
+    eval_every: int = 100
     checkpoint_every: int = 100
     control: bool = True
     seed: int = 0
@@ -60,7 +65,19 @@ class ToyInductionConfig:
     def toy_config(self, n_layers: int | None = None) -> ToyConfig:
         return ToyConfig(n_layers=n_layers or self.n_layers, d_model=self.d_model,
                          n_heads=self.n_heads, d_head=self.d_head, d_vocab=self.d_vocab,
-                         n_ctx=max(64, 1 + 2 * self.seg_len), attn_only=True, seed=self.seed)
+                         n_ctx=1 + 2 * max(self.max_seg, self.seg_len), attn_only=True,
+                         positional="rotary", seed=self.seed)
+
+
+def induction_batch(cfg: ToyInductionConfig, step: int) -> torch.Tensor:
+    """Training batch ``[batch, 1 + 2 * s]`` for ``step``: BOS, a random segment of length
+    ``s`` (drawn in ``[min_seg, max_seg]`` for this batch) and the same segment again; seeded
+    by ``(seed, step)``."""
+    from interp.tasks import repeated_tokens
+
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    s = int(torch.randint(cfg.min_seg, cfg.max_seg + 1, (1,), generator=g))
+    return repeated_tokens(cfg.batch, s, 2, cfg.d_vocab, bos_token=BOS, low=1, generator_=g)
 
 
 def eval_tokens(cfg: ToyInductionConfig, batch: int = 32) -> torch.Tensor:
@@ -104,12 +121,9 @@ def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
         ``induction``, ``previous_token``, ``repeated_loss``, ``first_half_loss``,
         ``icl_score`` (metric columns filled on evaluation steps).
     """
-    from interp.tasks import InductionMixture
-
+    if not 1 <= cfg.min_seg <= cfg.max_seg:
+        raise ValueError(f"need 1 <= min_seg <= max_seg, got {cfg.min_seg}, {cfg.max_seg}")
     out = Path(out_dir) if out_dir else default_dir(cfg.name)
-    mixture = InductionMixture(vocab_size=cfg.d_vocab, seg_len=cfg.seg_len, n_repeats=2,
-                               batch=cfg.batch, repeat_share=cfg.repeat_share, bos_token=BOS,
-                               low=1)
     held_out = eval_tokens(cfg)
     runs = [("main", cfg.n_layers, out)]
     if cfg.control:
@@ -118,7 +132,7 @@ def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
     for label, n_layers, path in runs:
         model = build_toy(cfg.toy_config(n_layers))
         history = train_toy(
-            model, mixture.batch_fn(cfg.seed), steps=cfg.steps, lr=cfg.lr,
+            model, lambda step: induction_batch(cfg, step), steps=cfg.steps, lr=cfg.lr,
             eval_fn=lambda m: induction_metrics(m, held_out, cfg.seg_len),
             eval_every=cfg.eval_every, checkpoint_dir=path / "checkpoints",
             checkpoint_every=cfg.checkpoint_every, progress=progress)
