@@ -39,3 +39,13 @@ def test_sweep_resumes_and_ignores_torn_line(tmp_path):
     sweep2.record(todo[0], {"acc": 0.32})
     table = sweep2.table()
     assert sorted(table.d) == [8, 16, 32] and len(calls) == 2
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    p = atomic_write_text(tmp_path / "r.csv", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask

@@ -222,17 +222,15 @@ class RetrievalSweepConfig:
 
 
 def load_experiment(path: str | Path) -> RetrievalSweepConfig:
-    """Read an experiment TOML: ``kind = "retrieval_sweep"`` and a ``[sweep]`` table holding
-    :class:`RetrievalSweepConfig` fields. Unknown keys anywhere are a ``ConfigError``."""
-    data = load_toml(path)
-    kind = data.get("kind")
-    if kind != EXPERIMENT_KIND:
-        raise ConfigError(f"{path}: kind must be {EXPERIMENT_KIND!r}, got {kind!r}")
-    extra = sorted(set(data) - {"kind", "sweep"})
-    if extra:
-        raise ConfigError(f"{path}: unknown top-level key(s) {extra}; expected 'kind' and "
-                          "a [sweep] table")
-    return from_dict(RetrievalSweepConfig, data.get("sweep", {}), where=f"{path}: sweep")
+    """Read an experiment TOML: ``kind = "retrieval_sweep"`` and a ``[config]`` table holding
+    :class:`RetrievalSweepConfig` fields (validated by :func:`interp.experiments.load_experiment`:
+    unknown keys anywhere are a ``ConfigError``)."""
+    from interp.experiments import load_experiment as load_any
+
+    kind, cfg, _ = load_any(path)
+    if kind.name != EXPERIMENT_KIND:
+        raise ConfigError(f"{path}: kind must be {EXPERIMENT_KIND!r}, got {kind.name!r}")
+    return cfg
 
 
 def _hash(obj: Any) -> str:

@@ -106,13 +106,13 @@ def test_unknown_fields_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="pairs"):
         from_dict(RetrievalSweepConfig, {"seq_len": 16, "num_kv_pairs": [8]})
     bad = tmp_path / "bad.toml"
-    bad.write_text('kind = "retrieval_sweep"\nextra = 1\n[sweep]\n')
+    bad.write_text('kind = "retrieval_sweep"\nextra = 1\n[config]\n')
     with pytest.raises(ConfigError, match="extra"):
         load_experiment(bad)
-    bad.write_text('kind = "induction"\n[sweep]\n')
+    bad.write_text('kind = "quickstart"\n[config]\n')
     with pytest.raises(ConfigError, match="kind"):
         load_experiment(bad)
-    bad.write_text('kind = "retrieval_sweep"\n[sweep]\nseq_len = 64\nseqlen = 32\n')
+    bad.write_text('kind = "retrieval_sweep"\n[config]\nseq_len = 64\nseqlen = 32\n')
     with pytest.raises(ConfigError, match="seqlen"):
         load_experiment(bad)
 
