@@ -149,7 +149,7 @@ def attention_view(model, prompt_or_tokens, layers: Sequence[int] | int | None =
     title = title or (f"{name}: attention of {', '.join(names[:6])}"
                       f"{' ...' if len(names) > 6 else ''} on tokens {start}..{end - 1}")
     props = {
-        "attention": torch.round(pats, decimals=4).tolist(),   # [heads, dest, src]
+        "attention": pats.double().round(decimals=4).tolist(),   # [heads, dest, src]
         "tokens": labels,
         "attentionHeadNames": names,
         "maskUpperTri": causal,

@@ -137,6 +137,10 @@ class View:
             return bundle_scripts(self.needs) + "\n" + self.body
         return self.body
 
+    def __repr__(self) -> str:
+        return (f"View({self.title!r}, needs={sorted(self.needs)}, "
+                f"{len(self.body) / 1e3:.0f} kB without bundles)")
+
     def _repr_html_(self) -> str:
         # Always the inline bundle: never circuitsvis' CDN import, never a network check.
         return self.to_html(include_bundles=True)
