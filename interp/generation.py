@@ -112,11 +112,18 @@ def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
                 return new, True
             ids = torch.cat([ids, torch.tensor([[nxt]], device=dev)], dim=1)
         return new, False
+    import inspect
+
+    # transformers >= 5.2x names the cache argument/output ``cache`` (``past_key_values``
+    # is deprecated); older versions only know ``past_key_values``.
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     past = None
     step = ids
     for _ in range(max_new_tokens):
-        out = model(input_ids=step, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=step, use_cache=True, **({key: past} if past is not None else {}))
+        past = getattr(out, key, None)
+        if past is None:
+            past = out.past_key_values
         nxt = int(out.logits[0, -1].argmax())                               # logits [1, s, V]
         new.append(nxt)
         if nxt in stops:

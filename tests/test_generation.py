@@ -51,7 +51,6 @@ def test_bridge_path_equals_hf_generate(smollm2, smollm2_hf):
     assert list(got.new_ids) == ref
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("prompt", PROMPTS[1:], ids=["sea", "sum", "colours"])
 def test_bridge_path_equals_hf_generate_more_prompts(smollm2, smollm2_hf, prompt):
     hf, tok = smollm2_hf
