@@ -101,7 +101,7 @@ def markdown_to_html(text: str) -> str:
         if m:
             flush_para()
             close_list()
-            level = len(m.group(1)) + 2                      # report sections are <h2>
+            level = len(m.group(1)) + 1                      # "#" is a report section, <h2>
             out.append(f"<h{level}>{_inline_md(m.group(2))}</h{level}>")
         elif re.match(r"^[-*]\s+", stripped):
             flush_para()

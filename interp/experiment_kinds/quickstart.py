@@ -80,7 +80,7 @@ class QuickstartConfig:
 
 
 def _label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+    return f"L{int(layer)}H{int(head)}"
 
 
 def composition_table(comp: pd.DataFrame, src_heads: list[tuple[int, int]],
