@@ -9,6 +9,7 @@ from interp.retrieval.sweep import EXPERIMENT_KIND, RetrievalSweepConfig
 
 @experiment(EXPERIMENT_KIND, RetrievalSweepConfig)
 def run(cfg: RetrievalSweepConfig, ctx: RunContext) -> None:
+    """MQAR recall vs width and state size for every attention implementation (resumable)."""
     from interp.retrieval.plots import accuracy_vs_state, accuracy_vs_width
     from interp.retrieval.sweep import run_retrieval_sweep
 
