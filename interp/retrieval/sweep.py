@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import attention
-from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.config import ConfigError, from_dict, to_dict
 from interp.probes.retrieval import (
     attention_bottleneck, relate_retrieval_error, summarize_bottleneck,
 )
