@@ -198,3 +198,26 @@ class AttentionImpl(nn.Module):
         if not (isinstance(d, int) and d >= 1):
             raise ValueError(f"d_head must be a positive int, got {d!r}")
         return seq_len, d
+
+
+class SparseAttention(AttentionImpl):
+    """Base of the implementations that attend to a fixed set of allowed keys per query
+    (sliding window, sink + window, block-sparse). Subclasses define :meth:`allowed_mask`;
+    the dense reference, ``naive`` and ``pattern`` are built from it here, once."""
+
+    quadratic = False
+
+    def allowed_mask(self, n: int, causal: bool = True, device=None) -> Tensor:
+        """``[n, n]`` bool: query ``i`` may attend key ``j`` (the layout, causal rule included)."""
+        raise NotImplementedError
+
+    def _dense(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+        check_qkv(q, k, v)
+        mask = self.allowed_mask(q.shape[2], causal, q.device)
+        return masked_softmax_attention(q, k, v, mask, self.get_scale(q.shape[-1]))
+
+    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[0].to(q.dtype)
+
+    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+        return self._dense(q, k, v, causal)[1].to(q.dtype)  # [b, h, n, n]

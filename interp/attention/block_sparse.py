@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp.attention.base import (
-    AttentionImpl,
+    SparseAttention,
     check_qkv,
     compute_dtype,
     masked_softmax_attention,
@@ -41,10 +41,8 @@ _SEGMENT_FLOATS = 1 << 20
 
 
 @IMPLEMENTATIONS.register("block_sparse")
-class BlockSparseAttention(AttentionImpl):
+class BlockSparseAttention(SparseAttention):
     """BigBird block-sparse attention (local + global + random blocks)."""
-
-    quadratic = False
 
     def __init__(
         self,
@@ -163,24 +161,13 @@ class BlockSparseAttention(AttentionImpl):
         return out.to(q.dtype)
 
     # -- references ----------------------------------------------------------------------
-    def _allowed(self, n: int, causal: bool, device) -> Tensor:
+    def allowed_mask(self, n: int, causal: bool = True, device=None) -> Tensor:
         nb = -(-n // self.block_size)
         blk = torch.arange(n) // self.block_size
         allowed = self.block_mask(nb, causal)[blk][:, blk].to(device)  # [n, n]
         if causal:
             allowed &= torch.ones(n, n, dtype=torch.bool, device=device).tril()
         return allowed
-
-    def _dense(self, q, k, v, causal):
-        check_qkv(q, k, v)
-        mask = self._allowed(q.shape[2], causal, q.device)
-        return masked_softmax_attention(q, k, v, mask, self.get_scale(q.shape[-1]))
-
-    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
-        return self._dense(q, k, v, causal)[0].to(q.dtype)
-
-    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
-        return self._dense(q, k, v, causal)[1].to(q.dtype)  # [b, h, n, n]
 
     def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
         """Keys/values a causal decoder reads per token: ``(local + 1 + global + random)``

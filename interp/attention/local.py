@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp.attention.base import (
-    AttentionImpl,
+    SparseAttention,
     check_qkv,
     compute_dtype,
     masked_softmax_attention,
@@ -151,32 +151,13 @@ def _positions(name: str, value: Iterable[int] | None) -> tuple[int, ...]:
     return tuple(sorted(set(vals)))
 
 
-class _LocalBase(AttentionImpl):
-    quadratic = False
-    window: int
-
-    def _allowed(self, n: int, causal: bool, device) -> Tensor:
-        raise NotImplementedError
-
-    def _dense(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
-        check_qkv(q, k, v)
-        mask = self._allowed(q.shape[2], causal, q.device)
-        return masked_softmax_attention(q, k, v, mask, self.get_scale(q.shape[-1]))
-
-    def naive(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
-        return self._dense(q, k, v, causal)[0].to(q.dtype)
-
-    def pattern(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
-        return self._dense(q, k, v, causal)[1].to(q.dtype)  # [b, h, n, n]
-
-
 def _check_window(window: int) -> None:
     if not (isinstance(window, int) and window >= 1):
         raise ValueError(f"window must be a positive int, got {window!r}")
 
 
 @IMPLEMENTATIONS.register("sliding_window")
-class SlidingWindowAttention(_LocalBase):
+class SlidingWindowAttention(SparseAttention):
     """Band attention ``|i - j| < window`` plus Longformer ``global_tokens``."""
 
     def __init__(
@@ -199,7 +180,7 @@ class SlidingWindowAttention(_LocalBase):
         )
         return out.to(q.dtype)
 
-    def _allowed(self, n, causal, device):
+    def allowed_mask(self, n, causal=True, device=None):
         i = torch.arange(n, device=device)[:, None]
         j = torch.arange(n, device=device)[None, :]
         glob = torch.zeros(n, dtype=torch.bool, device=device)
@@ -214,7 +195,7 @@ class SlidingWindowAttention(_LocalBase):
 
 
 @IMPLEMENTATIONS.register("sink_window")
-class SinkWindowAttention(_LocalBase):
+class SinkWindowAttention(SparseAttention):
     """StreamingLLM: keys ``[0, n_sink)`` plus the window ``|i - j| < window``."""
 
     def __init__(
@@ -234,7 +215,7 @@ class SinkWindowAttention(_LocalBase):
         )
         return out.to(q.dtype)
 
-    def _allowed(self, n, causal, device):
+    def allowed_mask(self, n, causal=True, device=None):
         i = torch.arange(n, device=device)[:, None]
         j = torch.arange(n, device=device)[None, :]
         allowed = ((i - j).abs() < self.window) | (j < self.n_sink)

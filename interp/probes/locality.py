@@ -14,15 +14,15 @@ import pandas as pd
 import torch
 
 from interp.attention import AttentionImpl, get as get_attention
+from interp.attention.base import SparseAttention
 from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
 
 
 def allowed_mask(layout: AttentionImpl, n: int, causal: bool = True) -> torch.Tensor:
     """``[n, n]`` bool: query i may attend key j under ``layout``."""
-    fn = getattr(layout, "allowed_mask", None) or getattr(layout, "_allowed", None)
-    if fn is None:
+    if not isinstance(layout, SparseAttention):
         raise ValueError(f"{layout.name} has no sparse layout (no allowed-key mask)")
-    return fn(n, causal, torch.device("cpu")) if fn.__name__ == "_allowed" else fn(n, causal)
+    return layout.allowed_mask(n, causal)
 
 
 def default_layouts(windows: Sequence[int] = (32, 128)) -> dict[str, AttentionImpl]:
