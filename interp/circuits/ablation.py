@@ -15,15 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.hooks import attach
+from interp.models.toy import token_losses
 from interp.probes.common import check_tokens
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token losses ``[batch, seq-1]`` (position t predicts ``tokens[:, t+1]``)."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return -logp.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
 def repeated_half_loss(seg_len: int, offset: int = 1) -> LossFn:

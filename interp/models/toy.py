@@ -91,6 +91,17 @@ def build_toy(cfg: ToyConfig, device: str | torch.device | None = None,
     return model
 
 
+def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token losses ``[batch, seq-1]`` (position t predicts ``tokens[:, t+1]``), float32.
+
+    Args:
+        logits: ``[batch, seq, vocab]``.
+        tokens: ``[batch, seq]``.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
             loss_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy.
@@ -100,8 +111,7 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
         tokens: ``[batch, seq]``; position t predicts ``tokens[:, t+1]``.
         loss_mask: optional ``[batch, seq-1]`` bool, which predictions count.
     """
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, seq-1]
+    nll = token_losses(logits, tokens)  # [batch, seq-1]
     if loss_mask is None:
         return nll.mean()
     mask = loss_mask.to(nll.dtype)

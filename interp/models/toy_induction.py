@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from interp.models.cache import cache_dir
-from interp.models.toy import ToyConfig, build_toy, save_toy, train_toy
+from interp.models.toy import ToyConfig, build_toy, save_toy, token_losses, train_toy
 
 BOS = 0
 
@@ -91,7 +91,7 @@ def eval_tokens(cfg: ToyInductionConfig, batch: int = 32) -> torch.Tensor:
 def induction_metrics(model, tokens: torch.Tensor, seg_len: int) -> dict[str, float]:
     """Best-head induction and previous-token scores, repeated-half loss, first-half loss and
     ICL score (loss at the last token minus loss at token ``seg_len // 2``) on ``tokens``."""
-    from interp.circuits.ablation import first_half_loss, repeated_half_loss, token_losses
+    from interp.circuits.ablation import first_half_loss, repeated_half_loss
     from interp.probes.induction import pattern_scores
 
     df = pattern_scores(model, tokens, seg_len=seg_len, offset=1)

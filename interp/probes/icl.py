@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.circuits.ablation import token_losses
+from interp.models.toy import token_losses
 from interp.probes.common import check_tokens
 
 

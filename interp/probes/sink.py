@@ -277,9 +277,9 @@ def forbid_keys_hook(keys: Sequence[int] = (0,)):
 
 @torch.no_grad()
 def _loss(model, tokens: torch.Tensor) -> float:
-    logits = model(tokens)
-    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return float(-lp.gather(-1, tokens[:, 1:, None]).mean())
+    from interp.models.toy import lm_loss
+
+    return float(lm_loss(model(tokens), tokens))
 
 
 def sink_ablation(model, prompts, layer_sets: Mapping[str, Sequence[int]] | None = None,
