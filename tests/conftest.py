@@ -6,11 +6,20 @@ import pytest
 import torch
 
 
+def _warm(model):
+    """Run one tiny forward: the bridge wires its own capture hooks (two per block) on the
+    first forward, so hook counts taken before and after a probe compare like with like
+    whatever test runs first."""
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))
+    return model
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     import interp
 
-    return interp.load_model("smollm2-135m")
+    return _warm(interp.load_model("smollm2-135m"))
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +33,7 @@ def smollm2_hf():
 def minilm():
     import interp
 
-    return interp.load_model("minilm-l6")
+    return _warm(interp.load_model("minilm-l6"))
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +41,8 @@ def toy_model():
     """A small randomly initialised 2-layer attention-only toy model."""
     from interp.models.toy import ToyConfig, build_toy
 
-    return build_toy(ToyConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50,
-                               n_ctx=64, seed=0))
+    return _warm(build_toy(ToyConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50,
+                                     n_ctx=64, seed=0)))
 
 
 @pytest.fixture(autouse=True)
