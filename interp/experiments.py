@@ -16,10 +16,23 @@ Architecture
   ``out_dir/report.html`` (:class:`interp.report.Report`) from what the run added -- also
   when the run fails (then with the error, and the exception is re-raised).
 
+- **Sharded runs.** ``run_experiment(..., nproc=N)`` (``interp run --nproc N``) validates
+  the experiment, then starts N processes in one process group with
+  :func:`interp.distributed.run_distributed` (``torchrun ... -m interp run`` joins the group
+  that torchrun made instead). Every rank runs the same kind code; work is split only where
+  a kind asks for it: :meth:`RunContext.sweep` (pending points go round robin to the ranks,
+  :meth:`~interp.results.Sweep.table` gathers them) and :meth:`RunContext.map` (per-item work,
+  results gathered in item order). Both reseed the global RNGs per point/item from the run
+  seed and the point, so the tables equal a one-process run's. Only rank 0 writes files
+  (run.json, tables, figures, sweep files, report.html); other ranks skip every write. The
+  first failing rank stops the whole group; the error names the rank and carries its
+  traceback, and ``run.json`` says ``failed``.
+
 A run directory holds::
 
     run.json  report.html  <table>.csv ...  figures/<name>.html  views/<name>.html
     <sweep>.jsonl (resumable sweep points, see :class:`interp.results.Sweep`)
+    <sweep>.rank<r>.jsonl (only while, or after an interrupted, sharded sweep runs)
 """
 from __future__ import annotations
 
@@ -36,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import pandas as pd
 
 from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.distributed import shard
 from interp.report import MAX_ROWS, Report
 from interp.results import Sweep, write_meta
 from interp.results import write_table as write_csv
@@ -102,27 +116,56 @@ class RunContext:
         out_dir: the run directory (exists).
         quick: run a smaller version (``--quick``): kinds choose what to shrink.
         report: the :class:`interp.report.Report` being built.
-        show_progress: whether :meth:`progress` draws bars.
+        show_progress: whether :meth:`progress` draws bars (only rank 0 draws).
+        seed: the run's seed (seeds of sweep points and mapped items derive from it).
     """
 
     out_dir: Path
     quick: bool = False
     report: Report = field(default_factory=lambda: Report("run"))
     show_progress: bool = True
+    seed: int = 0
     tables: dict[str, Path] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a sharded run (0 in a one-process run)."""
+        return shard.rank()
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes of the run (``--nproc``)."""
+        return shard.world_size()
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes results (rank 0)."""
+        return shard.is_main()
+
+    def map(self, fn: Callable[[T], Any], items: Iterable[T], name: str = "map",
+            desc: str | None = None) -> list:
+        """``[fn(item) for item in items]``, split over the ranks of a sharded run and
+        gathered: every rank gets all results, in item order. The global RNGs are seeded per
+        item from ``(run seed, name, index)`` (use a distinct ``name`` per call that draws
+        random numbers), so results do not depend on the number of processes. Results must be
+        picklable. Not resumable: use :meth:`sweep` for long work."""
+        items = list(items)
+        share = len(shard.shard(items))
+        return shard.map_items(fn, items, seed=self.seed, name=name,
+                               wrap=lambda it: self.progress(it, desc=desc, total=share))
 
     def progress(self, iterable: Iterable[T], desc: str | None = None,
                  total: int | None = None) -> Iterable[T]:
         """``iterable`` wrapped in a tqdm bar (on stderr)."""
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, desc=desc, total=total, disable=not self.show_progress,
-                    file=sys.stderr)
+        return tqdm(iterable, desc=desc, total=total,
+                    disable=not (self.show_progress and self.is_main), file=sys.stderr)
 
     def log(self, message: str) -> None:
         """One line on stderr, with the time since the run started."""
-        if self.show_progress:
+        if self.show_progress and self.is_main:
             from tqdm.auto import tqdm
 
             tqdm.write(f"[{time.perf_counter() - self._t0:6.1f}s] {message}", file=sys.stderr)
@@ -147,8 +190,9 @@ class RunContext:
         network) instead of carrying 4.6 MB each; the report has plotly.js inline."""
         from interp.viz.figures import save_figure
 
-        path = save_figure(fig, self.out_dir / "figures" / f"{self._name(name)}.html",
-                           plotlyjs="directory")
+        path = self.out_dir / "figures" / f"{self._name(name)}.html"
+        if self.is_main:
+            path = save_figure(fig, path, plotlyjs="directory")
         self.report.add_figure(name, fig, caption, link=f"figures/{path.name}")
         return path
 
@@ -159,7 +203,9 @@ class RunContext:
 
         self.report.add_html(name, fragment, caption)   # refuses network scripts first
         path = self.out_dir / "views" / f"{self._name(name)}.html"
-        if isinstance(fragment, View):
+        if not self.is_main:
+            pass
+        elif isinstance(fragment, View):
             fragment.save(path)
         else:
             from interp.results import atomic_write_text
@@ -175,8 +221,10 @@ class RunContext:
 
     def sweep(self, name: str = "points") -> Sweep:
         """A resumable sweep stored in ``out_dir/<name>.jsonl``: ``sweep.pending(points)``
-        yields only the points not finished by an earlier run into the same directory."""
-        return Sweep(self.out_dir, self._name(name))
+        yields only the points not finished by an earlier run into the same directory -- in
+        a sharded run, this rank's share of them; ``sweep.table()`` gathers all ranks'
+        points. Each point is seeded from the run seed and the point itself."""
+        return Sweep(self.out_dir, self._name(name), seed=self.seed)
 
 
 def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, dict[str, Any]]:
@@ -243,8 +291,19 @@ def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
             f"--out directory or delete that one")
 
 
+def _prepare(kind: Kind, source, out_dir) -> Path:
+    if out_dir is None:
+        stem = kind.name if isinstance(source, Mapping) else Path(source).stem
+        out_dir = Path("results") / stem
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    return out_dir
+
+
 def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path | None = None,
-                   quick: bool = False, progress: bool = True) -> Path:
+                   quick: bool = False, progress: bool = True, nproc: int = 1,
+                   backend: str = "gloo") -> Path:
     """Validate and run an experiment; write ``run.json``, its tables/figures and
     ``report.html`` into the run directory.
 
@@ -254,6 +313,10 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
             a dict).
         quick: ask the kind for a smaller, faster run.
         progress: show progress bars and stage lines on stderr.
+        nproc: number of processes; above 1, a sharded run (see the module docs) with the
+            same results as one process.
+        backend: torch.distributed backend of a sharded run (``gloo``; ``nccl`` for kinds
+            that exchange CUDA tensors, one GPU per rank).
 
     Returns:
         The run directory (the report is ``<dir>/report.html``).
@@ -262,31 +325,27 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
         FileNotFoundError: the experiment file is missing.
         ConfigError: bad TOML, unknown kind (lists the known ones), unknown/missing/mistyped
             config fields (names the field and lists the valid ones).
+        interp.distributed.DistributedError: a rank of a sharded run failed (names the rank,
+            with its traceback).
     """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
     kind, cfg, spec = load_experiment(source)
-    if out_dir is None:
-        stem = kind.name if isinstance(source, Mapping) else Path(source).stem
-        out_dir = Path("results") / stem
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    out_dir = _prepare(kind, source, out_dir)
     config = to_dict(cfg)
     _check_reuse(out_dir, kind.name, config)
+    if nproc > 1:
+        return _run_sharded(kind, source, out_dir, quick, progress, nproc, backend)
     out_dir.mkdir(parents=True, exist_ok=True)
     source_name = None if isinstance(source, Mapping) else str(source)
     extra = {"kind": kind.name, "title": spec["title"], "description": spec["description"],
-             "experiment_file": source_name, "quick": quick}
+             "experiment_file": source_name, "quick": quick, "nproc": shard.world_size()}
     started = time.time()
     write_meta(out_dir, config, seed=spec["seed"], extra={**extra, "status": "running",
                                                           "started": started})
-    title = spec["title"] or f"{kind.name}: {source_name or 'experiment'}"
-    report = Report(title + (" (quick)" if quick else ""), config=config,
-                    facts={"kind": kind.name, "experiment file": source_name or "(dict)",
-                           "quick": quick, "seed": spec["seed"],
-                           "run directory": str(out_dir)})
-    if spec["description"]:
-        report.add_text(spec["description"])
-    ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress)
+    report = _new_report(kind, spec, source_name, quick, config, out_dir)
+    ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress,
+                     seed=spec["seed"])
     _seed_everything(spec["seed"])
     status, error = "finished", None
     try:
@@ -294,16 +353,78 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if ctx.world_size > 1:
+            error = f"rank {ctx.rank} of {ctx.world_size}: {error}"
         report.error = traceback.format_exc()
         raise
     finally:
         duration = time.time() - started
         report.facts["duration"] = f"{duration:.1f} s"
         report.facts["status"] = status
-        report.save(out_dir / "report.html")
+        report.save(out_dir / "report.html")       # rank 0 only, like every write
         write_meta(out_dir, config, seed=spec["seed"],
                    extra={**extra, "status": status, "error": error, "started": started,
                           "duration_s": round(duration, 3),
                           "tables": sorted(p.name for p in ctx.tables.values())})
     ctx.log(f"report: {out_dir / 'report.html'}")
+    return out_dir
+
+
+def _new_report(kind: Kind, spec: dict, source_name: str | None, quick: bool, config: dict,
+                out_dir: Path) -> Report:
+    title = spec["title"] or f"{kind.name}: {source_name or 'experiment'}"
+    facts = {"kind": kind.name, "experiment file": source_name or "(dict)", "quick": quick,
+             "seed": spec["seed"], "run directory": str(out_dir)}
+    if shard.world_size() > 1:
+        facts["processes"] = shard.world_size()
+    report = Report(title + (" (quick)" if quick else ""), config=config, facts=facts)
+    if spec["description"]:
+        report.add_text(spec["description"])
+    return report
+
+
+def _run_rank(rank: int, world_size: int, source, out_dir: Path, quick: bool, progress: bool,
+              kind_module: str) -> str | None:
+    """One rank of a sharded run (started by :func:`run_distributed` in a process group)."""
+    import importlib
+
+    importlib.import_module(kind_module)     # kinds registered outside experiment_kinds too
+    out = run_experiment(source, out_dir=out_dir, quick=quick, progress=progress)
+    return str(out) if rank == 0 else None
+
+
+def _run_sharded(kind: Kind, source, out_dir: Path, quick: bool, progress: bool, nproc: int,
+                 backend: str) -> Path:
+    """Start ``nproc`` ranks that each run the experiment; see the module docs."""
+    import json
+    import os
+
+    from interp.distributed import DistributedError, run_distributed
+    from interp.results import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // nproc)
+    source = dict(source) if isinstance(source, Mapping) else str(source)
+    try:
+        run_distributed(_run_rank, nproc, source, out_dir, quick, progress,
+                        kind.run.__module__, backend=backend, timeout=None,
+                        num_threads=threads)
+    except DistributedError as exc:
+        # Rank 0 may have been stopped before writing, or failed only because another rank
+        # went away: run.json gets the root cause, and the report too unless rank 0 was it.
+        meta_path = out_dir / "run.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        meta.update(status="failed", error=exc.summary, nproc=nproc)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str))
+        if not exc.failures or exc.failures[0][0] != 0:
+            kind_, cfg, spec = load_experiment(source)
+            report = _new_report(kind_, spec, None if isinstance(source, dict) else source,
+                                 quick, to_dict(cfg), out_dir)
+            report.facts.update(processes=nproc, status="failed")
+            report.error = str(exc)
+            report.save(out_dir / "report.html")
+        raise
     return out_dir

@@ -1,5 +1,12 @@
 """``interp run EXPERIMENT_FILE``: validate an experiment file, run it with progress, and
-write its run directory (run.json, tables, figures, one self-contained report.html)."""
+write its run directory (run.json, tables, figures, one self-contained report.html).
+
+``--nproc N`` runs it sharded over N local processes (same results as one process; see
+:mod:`interp.experiments`). Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the
+command joins torchrun's process group instead of starting processes itself::
+
+    torchrun --nproc-per-node 2 -m interp run experiments/retrieval_mqar.toml
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +25,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smaller, faster version of the experiment")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="run on N local processes; sweep points (and kinds' per-item work) "
+                        "are split over them, results are the same as with one process")
+    p.add_argument("--backend", choices=["gloo", "nccl"], default="gloo",
+                   help="torch.distributed backend of a sharded run (default gloo; nccl only "
+                        "for kinds that exchange CUDA tensors, one GPU per process)")
     p.add_argument("--list-kinds", action="store_true",
                    help="list the registered experiment kinds and their config fields, then exit")
 
@@ -52,8 +65,26 @@ def cmd_run(args) -> int:
     path = Path(args.experiment)
     if not path.is_file():
         raise UserError(f"experiment file not found: {path}")
-    out = run_experiment(path, out_dir=args.out, quick=args.quick,
-                         progress=not args.no_progress)
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    from interp.distributed import DistributedError
+    from interp.distributed.shard import is_main, process_group_from_env
+
+    with process_group_from_env(args.backend) as under_torchrun:
+        if under_torchrun and args.nproc > 1:
+            raise UserError("--nproc starts its own processes; under torchrun leave it out "
+                            "(torchrun's --nproc-per-node sets the number)")
+        try:
+            out = run_experiment(path, out_dir=args.out, quick=args.quick,
+                                 progress=not args.no_progress, nproc=args.nproc,
+                                 backend=args.backend)
+        except DistributedError as exc:
+            print(f"interp run: error: {exc}", file=sys.stderr)
+            print("interp run: the finished sweep points are kept; run the same command "
+                  "again to resume", file=sys.stderr)
+            return 1
+        if not is_main():
+            return 0
     print(f"report: {out / 'report.html'}")
     print(f"run directory: {out}", file=sys.stderr)
     return 0

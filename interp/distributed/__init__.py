@@ -9,6 +9,9 @@ Modules (ops -> communication -> algorithm -> launcher):
 - :mod:`~interp.distributed.comm` -- ring neighbours and non-blocking point-to-point exchange.
 - :mod:`~interp.distributed.ring` -- :func:`ring_attention` (forward + backward autograd function).
 - :mod:`~interp.distributed.launch` -- :func:`run_distributed`, start N local processes in a group.
+- :mod:`~interp.distributed.shard` -- sharded experiment runs: rank / world size, round-robin
+  :func:`~interp.distributed.shard.shard`, :func:`~interp.distributed.shard.gather`,
+  per-item seeding (``interp run --nproc N``; :class:`interp.results.Sweep` uses it).
 """
 from __future__ import annotations
 

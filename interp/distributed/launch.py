@@ -33,6 +33,8 @@ from typing import Any, Callable
 
 import torch.multiprocessing as mp
 
+from interp.distributed.shard import RUN_TIMEOUT
+
 __all__ = ["run_distributed", "DistributedError", "free_port"]
 
 
@@ -40,7 +42,23 @@ _GRACE_S = 2.0
 
 
 class DistributedError(RuntimeError):
-    """A rank failed, died, or the run timed out; the message names the rank(s)."""
+    """A rank failed, died, or the run timed out; the message names the rank(s).
+
+    ``failures`` lists ``(rank, message)`` with the likely root cause first (rank -1: the
+    timeout); ``summary`` is one line: the first failing rank and its exception."""
+
+    def __init__(self, message: str, failures: list[tuple[int, str]] | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+
+    @property
+    def summary(self) -> str:
+        if not self.failures:
+            return str(self).splitlines()[0]
+        rank, text = self.failures[0]
+        lines = [line for line in text.splitlines() if line.strip()]
+        head = lines[0].rstrip(":")
+        return head if len(lines) < 2 else f"{head}: {lines[-1].strip()}"
 
 
 def free_port() -> int:
@@ -63,9 +81,12 @@ def _worker(rank, world_size, port, backend, timeout, num_threads, fn, args, res
     )
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    if backend == "nccl":  # one GPU per rank (as torchrun's LOCAL_RANK)
+        torch.cuda.set_device(rank % torch.cuda.device_count())
     try:
         dist.init_process_group(
-            backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout)
+            backend, rank=rank, world_size=world_size,
+            timeout=timedelta(seconds=timeout) if timeout is not None else RUN_TIMEOUT,
         )
         payload = pickle.dumps(fn(rank, world_size, *args))
         results.put((rank, True, payload))
@@ -81,7 +102,7 @@ def run_distributed(
     nprocs: int,
     *args: Any,
     backend: str | None = None,
-    timeout: float = 300.0,
+    timeout: float | None = 300.0,
     num_threads: int | None = None,
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``nprocs`` local processes; per-rank results.
@@ -91,7 +112,9 @@ def run_distributed(
         nprocs: number of processes (the world size).
         backend: torch.distributed backend, default ``"gloo"`` (CPU tensors). Use
             ``interp.distributed.comm.default_backend(device)`` to pick one for a device.
-        timeout: seconds for the whole run (also the process group's collective timeout).
+        timeout: seconds for the whole run (also the process group's collective timeout);
+            None: no deadline (collective timeout :data:`~interp.distributed.shard.RUN_TIMEOUT`),
+            for experiment runs whose length is unknown.
         num_threads: ``torch.set_num_threads`` in each child (None: torch's default).
 
     Returns:
@@ -119,7 +142,7 @@ def run_distributed(
         p.start()
     out: dict[int, Any] = {}
     failures: dict[int, str] = {}  # rank -> what went wrong
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if timeout is not None else float("inf")
     grace_end = None  # after a first failure, collect the others briefly (root cause first)
     try:
         while len(out) + len(failures) < nprocs:
@@ -159,7 +182,7 @@ def run_distributed(
             # Ranks that died or raised first are usually the cause; the others often only
             # report a broken connection to them.
             ordered = sorted(failures.items(), key=lambda item: ("Connection" in item[1], item[0]))
-            raise DistributedError("\n".join(msg for _, msg in ordered))
+            raise DistributedError("\n".join(msg for _, msg in ordered), ordered)
     finally:
         for p in procs:
             if p.is_alive() and len(out) < nprocs:  # failed run: others may hang

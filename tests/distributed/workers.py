@@ -74,3 +74,23 @@ def world_one(rank: int, world_size: int, q, k, v):
     out = ring_attention(q, k, v, causal=True)
     out.sum().backward()
     return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def sweep_in_group(rank: int, world_size: int, out_dir: str, n_points: int):
+    """A :class:`Sweep` in a group: which points this rank got, and the gathered table."""
+    from interp.results import Sweep, atomic_write_text
+
+    atomic_write_text(f"{out_dir}/written_by_rank{rank}.txt", "x")   # only rank 0 writes
+    sweep = Sweep(out_dir, "s", seed=5)
+    mine = []
+    for point in sweep.pending([{"i": i} for i in range(n_points)]):
+        mine.append(point["i"])
+        sweep.record(point, {"value": point["i"] + float(torch.rand(()))})
+    table = sweep.table()
+    return {"mine": mine, "table": table, "after": float(torch.rand(()))}
+
+
+def map_in_group(rank: int, world_size: int, n_items: int):
+    from interp.distributed.shard import map_items
+
+    return map_items(lambda i: (i, rank, float(torch.randn(()))), range(n_items), seed=2)
