@@ -12,6 +12,11 @@ one backward.
   that head's projection and ``ln1`` with the model's own modules; MLP: at ``ln2.hook_in``;
   logits: at ``ln_final.hook_in``). It estimates adding the edge to the empty circuit
   (:mod:`interp.circuits.graph`), i.e. path patching the sender into that input.
+With ``ablation="mean"`` (see :mod:`interp.circuits.graph`) the base values are per-position
+means over ``reference`` tokens and the gradient is taken at the *clean* run:
+``(out_clean - out_mean) . d metric / d input`` estimates how much the metric drops when that
+head (edge) is mean-ablated in the clean run, the first-order version of removing it from the
+full circuit. Either way a positive score means the component carries clean behaviour.
 Scores are in metric units; divide by ``clean - corrupted`` for the normalised scale.
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.circuits.graph import HeadGraph
+from interp.circuits.graph import HeadGraph, base_cache
 from interp.circuits.patching import PatchingTask, head_outputs, project, run_cache
 
 
@@ -33,8 +38,11 @@ def _grad_names(g: HeadGraph) -> list[str]:
     return names
 
 
-def attribution_cache(model, task: PatchingTask) -> dict:
-    """Clean activations, corrupted activations and corrupted-run gradients of the metric."""
+def attribution_cache(model, task: PatchingTask, ablation: str = "corrupted",
+                      reference: torch.Tensor | None = None) -> dict:
+    """Clean activations, base activations (corrupted run, or reference means) and the
+    activations and metric gradients of the run the estimate linearises at (``"run"``: the
+    corrupted run, or the clean run with ``ablation="mean"``)."""
     task = task.checked(model)
     g = HeadGraph.of(model)
     acts = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.attn.hook_z" for l in range(g.n_layers)]
@@ -42,19 +50,27 @@ def attribution_cache(model, task: PatchingTask) -> dict:
     if g.mlps:
         acts += [f"blocks.{l}.hook_mlp_out" for l in range(g.n_layers)]
     acts = list(dict.fromkeys(acts))
-    _, clean = run_cache(model, task.clean, acts)
     names = list(dict.fromkeys(acts + _grad_names(g)))
-    m_corr, corr = run_cache(model, task.corrupted, names, grad_metric=task.metric)
-    return {"clean": clean, "corr": corr, "graph": g, "corrupted_metric": m_corr}
+    if ablation == "corrupted":
+        _, clean = run_cache(model, task.clean, acts)
+        m, run = run_cache(model, task.corrupted, names, grad_metric=task.metric)
+        base = run
+    else:
+        base = base_cache(model, task, acts, ablation, reference)
+        m, run = run_cache(model, task.clean, names, grad_metric=task.metric)
+        clean = run
+    return {"clean": clean, "base": base, "run": run, "graph": g, "ablation": ablation,
+            "run_metric": m}
 
 
-def node_attribution(model, task: PatchingTask, cache: dict | None = None) -> pd.DataFrame:
+def node_attribution(model, task: PatchingTask, cache: dict | None = None,
+                     **kw) -> pd.DataFrame:
     """Attribution score of every head: DataFrame ``layer, head, score``."""
-    c = cache or attribution_cache(model, task)
+    c = cache or attribution_cache(model, task, **kw)
     rows = []
     for l in range(model.cfg.n_layers):
         n = f"blocks.{l}.attn.hook_z"
-        s = ((c["clean"][n] - c["corr"][n]) * c["corr"]["grad:" + n]).sum(dim=(0, 1, 3))
+        s = ((c["clean"][n] - c["base"][n]) * c["run"]["grad:" + n]).sum(dim=(0, 1, 3))
         rows += [{"layer": l, "head": h, "score": float(s[h])} for h in range(len(s))]
     return pd.DataFrame(rows)
 
@@ -63,19 +79,19 @@ def node_attribution(model, task: PatchingTask, cache: dict | None = None) -> pd
 def _sender_deltas(model, c: dict) -> torch.Tensor:
     """``[n_senders, batch, pos, d_model]`` clean-minus-corrupted residual writes."""
     g: HeadGraph = c["graph"]
-    out = [c["clean"]["blocks.0.hook_resid_pre"] - c["corr"]["blocks.0.hook_resid_pre"]]
+    out = [c["clean"]["blocks.0.hook_resid_pre"] - c["base"]["blocks.0.hook_resid_pre"]]
     for l in range(g.n_layers):
         n = f"blocks.{l}.attn.hook_z"
-        out += list(head_outputs(model, l, c["clean"][n] - c["corr"][n]))
+        out += list(head_outputs(model, l, c["clean"][n] - c["base"][n]))
         if g.mlps:
             n = f"blocks.{l}.hook_mlp_out"
-            out.append(c["clean"][n] - c["corr"][n])
+            out.append(c["clean"][n] - c["base"][n])
     return torch.stack(out)
 
 
 def _receiver_grads(model, c: dict, layer: int, rows: pd.DataFrame) -> torch.Tensor:
     """Gradients ``[len(rows), batch, pos, d_model]`` w.r.t. each receiver input of a layer."""
-    corr = c["corr"]
+    corr = c["run"]
     grads = []
     for r in rows.itertuples():
         if r.node == "logits":
@@ -92,10 +108,12 @@ def _receiver_grads(model, c: dict, layer: int, rows: pd.DataFrame) -> torch.Ten
     return torch.stack(grads)
 
 
-def edge_attribution(model, task: PatchingTask, cache: dict | None = None) -> torch.Tensor:
+def edge_attribution(model, task: PatchingTask, cache: dict | None = None,
+                     **kw) -> torch.Tensor:
     """EAP scores ``[n_senders, n_receivers]`` (0 where no edge exists); rows/columns follow
-    ``HeadGraph.of(model).senders()`` / ``.receivers()``."""
-    c = cache or attribution_cache(model, task)
+    ``HeadGraph.of(model).senders()`` / ``.receivers()``; ``kw``: ``ablation``, ``reference``
+    of :func:`attribution_cache`."""
+    c = cache or attribution_cache(model, task, **kw)
     g: HeadGraph = c["graph"]
     deltas = _sender_deltas(model, c).flatten(1)                          # [S, b*n*d]
     rcv = g.receivers()
@@ -105,3 +123,13 @@ def edge_attribution(model, task: PatchingTask, cache: dict | None = None) -> to
         cols = torch.as_tensor(rows.index.to_list())
         scores[:, cols] = (deltas @ grads.T).detach().double()
     return scores * g.valid()
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equal-length sequences (Pearson r of the ranks, ties
+    at their mean rank)."""
+    ra = pd.Series(list(a), dtype=float).rank().to_numpy()
+    rb = pd.Series(list(b), dtype=float).rank().to_numpy()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float((ra @ ra) * (rb @ rb)) ** 0.5
+    return float("nan") if den == 0 else float(ra @ rb) / den

@@ -6,7 +6,14 @@
   for small models (the toy has 81 edges).
 - :func:`eap_circuit` (Syed et al. 2023): keep the ``top_n`` edges by ``|EAP score|`` (or those
   over ``threshold``), then evaluate with real patching. Cheap for any size.
-Both prune edges that are not on a path from ``embed`` to ``logits`` (a sender without inputs
+- :func:`head_circuit` (for deep models): node-level first. Heads are ranked by attribution
+  (by default against mean ablation, gradient at the clean run); the ``candidates`` best form
+  the start circuit, with every MLP, the embedding and every edge among kept nodes; then,
+  least important first, a head is removed when real patching says the normalised metric
+  drops by less than ``threshold`` (one forward per candidate). Only heads are pruned: MLPs
+  are position-wise, so without heads no information moves between positions and the
+  MLP-only circuit scores exactly the empty circuit's metric.
+All prune edges that are not on a path from ``embed`` to ``logits`` (a sender without inputs
 in the circuit writes exactly its corrupted output, so its out-edges carry nothing) and return
 a :class:`Circuit`: node and edge DataFrames with scores and the metric recovered by the
 circuit alone (everything outside it patched to the corrupted run).
@@ -109,7 +116,8 @@ def prune(g: HeadGraph, mask: torch.Tensor) -> torch.Tensor:
         mask = keep
 
 
-def _circuit(runner: CircuitRunner, mask: torch.Tensor, scores: torch.Tensor) -> Circuit:
+def _circuit(runner: CircuitRunner, mask: torch.Tensor, scores: torch.Tensor,
+             node_scores: dict[str, float] | None = None) -> Circuit:
     g = runner.graph
     mask = prune(g, mask)
     edges = g.edges_frame(scores.float(), mask)
@@ -118,6 +126,8 @@ def _circuit(runner: CircuitRunner, mask: torch.Tensor, scores: torch.Tensor) ->
     for e in edges.itertuples():
         weight[e.sender] = weight.get(e.sender, 0.0) + abs(e.score)
         weight[e.receiver] = weight.get(e.receiver, 0.0) + abs(e.score)
+    if node_scores:
+        weight.update({n: v for n, v in node_scores.items() if n in weight})
     snd = g.senders().set_index("name")
     rows = []
     for n, w in weight.items():
@@ -182,6 +192,42 @@ def acdc(model, task: PatchingTask, threshold: float = 0.02, progress: bool = Tr
     return _circuit(runner, mask, scores)
 
 
+def node_mask(g: HeadGraph, heads) -> torch.Tensor:
+    """Every edge among ``heads``, all MLPs, the embedding and the logits."""
+    keep = set(heads) | {"embed", "logits"} | {f"MLP{l}" for l in range(g.n_layers)}
+    s_ok = torch.tensor([n in keep for n in g.senders().name])
+    r_ok = torch.tensor([any(o in keep for o in own) for own in _node_of_receiver(g)])
+    return s_ok[:, None] & r_ok[None, :] & g.valid()
+
+
+def head_circuit(model, task: PatchingTask, ablation: str = "mean",
+                 reference: torch.Tensor | None = None, candidates: int = 60,
+                 threshold: float = 0.01, progress: bool = True,
+                 runner: CircuitRunner | None = None, cache: dict | None = None) -> Circuit:
+    """Node-level discovery (see module doc): attribution ranks the heads, real patching prunes
+    the ``candidates`` best greedily (least important first; a head goes when the normalised
+    metric drops by less than ``threshold``). Node scores of heads are the attribution
+    scores; edge scores are EAP scores under the same ablation. ``reference``: tokens whose
+    per-position means are the base values with ``ablation="mean"``."""
+    from tqdm.auto import tqdm
+
+    runner = runner or CircuitRunner(model, task, ablation, reference)
+    g = runner.graph
+    cache = cache or attribution_cache(model, task, ablation, reference)
+    na = node_attribution(model, task, cache)
+    na["node"] = [f"L{l}H{h}" for l, h in zip(na.layer, na["head"])]
+    order = na.reindex(na.score.abs().sort_values(ascending=False).index).node.tolist()
+    keep = order[:candidates]
+    current = runner.normalised(runner.metric(node_mask(g, keep)))
+    for h in tqdm(order[:candidates][::-1], desc="prune heads", disable=not progress):
+        trial = [k for k in keep if k != h]
+        new = runner.normalised(runner.metric(node_mask(g, trial)))
+        if current - new < threshold:
+            keep, current = trial, new
+    scores = edge_attribution(model, task, cache)
+    return _circuit(runner, node_mask(g, keep), scores, dict(zip(na.node, na.score)))
+
+
 # ------------------------------------------------------------------------------------ figures
 def circuit_figure(circuit: Circuit, title: str = "circuit") -> go.Figure:
     """Nodes placed by layer (x) and head (y); edge width ~ |score|, colour by input."""
@@ -227,5 +273,6 @@ def position_heatmap(df: pd.DataFrame, value: str = "normalised",
     return fig
 
 
-__all__ = ["Circuit", "acdc", "eap_circuit", "prune", "circuit_figure", "position_heatmap",
+__all__ = ["Circuit", "acdc", "eap_circuit", "head_circuit", "node_mask", "prune", "circuit_figure",
+           "position_heatmap",
            "node_attribution", "attribution_cache"]

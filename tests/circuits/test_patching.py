@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp.circuits.attribution import edge_attribution, node_attribution
-from interp.circuits.discovery import acdc, circuit_figure, eap_circuit
+from interp.circuits.attribution import edge_attribution, node_attribution, spearman
+from interp.circuits.discovery import acdc, circuit_figure, eap_circuit, head_circuit, node_mask
 from interp.circuits.graph import CircuitRunner
 from interp.circuits.patching import (baseline, induction_task, metric_of, patch_heads,
                                       patch_residual, path_patch, project, run_cache)
@@ -58,12 +58,32 @@ def test_circuit_all_and_none(toy_model, task):
     assert r.metric(torch.zeros_like(r.valid)) == pytest.approx(r.corrupted_metric, abs=1e-5)
 
 
+def test_mean_ablation_runner(toy_model, task):
+    """Mean ablation: all edges = clean run; a head-free node circuit of the attention-only toy
+    is the single edge embed -> logits; threshold 0 keeps every head that matters."""
+    ref = induction_task(toy_model, batch=16, seg_len=6, seed=5).clean
+    r = CircuitRunner(toy_model, task, "mean", ref)
+    assert r.metric(r.valid) == pytest.approx(r.clean_metric, abs=1e-4)
+    assert np.isfinite(r.empty_metric)
+    assert int(node_mask(r.graph, []).sum()) == 1
+    c = head_circuit(toy_model, task, reference=ref, candidates=8, threshold=0.0,
+                     progress=False, runner=r)
+    assert c.normalised >= 1 - 1e-4     # threshold 0: a head goes only if the metric rises
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486833)
+
+
 def test_attribution_correlates_with_patching(toy_model, task):
     """Node attribution vs real head patching: Pearson r > 0.8 (linear regime)."""
     na = node_attribution(toy_model, task)
     ph = patch_heads(toy_model, task, progress=False)
     r = np.corrcoef(na.score, ph.metric - ph.attrs["corrupted"])[0, 1]
     assert r > 0.8, r
+    assert spearman(na.score, ph.metric) > 0.6
     scores = edge_attribution(toy_model, task)
     assert scores.shape == (9, 25)
 
