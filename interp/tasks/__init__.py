@@ -6,6 +6,8 @@
 - :class:`NeedleConfig` -- one key-value needle in a haystack, queried at the end.
 - :class:`CopyConfig`, :class:`PhonebookConfig` -- copying and phone-book lookup
   (Jelassi et al. 2024).
+- :class:`KVLookupConfig` -- in-context key-value lookup in text (``"k1: v1, ..., kq:"``) for
+  pretrained models (needs their tokenizer).
 
 Task configs are frozen dataclasses (load them strictly with ``interp.config.from_dict``) with
 ``build(seed)``; next-token tasks return :class:`TaskBatch` ``(inputs [batch, seq],
@@ -13,6 +15,7 @@ targets [batch, seq])`` with ``IGNORE_INDEX`` (-100) where nothing is scored.
 """
 from interp.tasks._sampling import IGNORE_INDEX, TaskBatch
 from interp.tasks.copying import CopyConfig, PhonebookConfig
+from interp.tasks.kv_lookup import KVLookupBatch, KVLookupConfig
 from interp.tasks.mqar import MQARConfig, check_mqar, mqar
 from interp.tasks.needle import NeedleConfig
 from interp.tasks.repeated import InductionMixture, MixtureBatch, repeated_tokens
@@ -20,4 +23,5 @@ from interp.tasks.repeated import InductionMixture, MixtureBatch, repeated_token
 __all__ = [
     "IGNORE_INDEX", "TaskBatch", "repeated_tokens", "InductionMixture", "MixtureBatch",
     "mqar", "MQARConfig", "check_mqar", "NeedleConfig", "CopyConfig", "PhonebookConfig",
+    "KVLookupConfig", "KVLookupBatch",
 ]
