@@ -85,7 +85,7 @@ def test_kv_lookup_errors():
     with pytest.raises(ValueError, match="n_shots"):
         KVLookupConfig(n_pairs=3, n_shots=3)
     with pytest.raises(ValueError, match="at least"):
-        KVLookupConfig(n_pairs=5, values=("A", "B"))
+        KVLookupConfig(n_pairs=5, n_shots=0, values=("A", "B"))
     with pytest.raises(ValueError, match="distinct"):
         KVLookupConfig(n_pairs=2, n_shots=0, values=("A", "A")).build(WordTokenizer(), 0)
 
