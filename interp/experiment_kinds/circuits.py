@@ -3,8 +3,11 @@ one model and one task (``induction`` or ``kv_retrieval``); see :mod:`interp.cir
 
 Stages: baseline metrics; head patching (layer x head heatmap, resumable via a sweep);
 residual patching (layer x position heatmap, resumable); node attribution and its
-correlation with head patching; EAP edge scores; discovery (``acdc`` for small graphs, else
-EAP top-n) with the circuit's recovered metric and a graph figure.
+correlation (Pearson and Spearman) with head patching; EAP edge scores; discovery (``acdc``
+for small graphs, ``heads`` -- node-level, attribution then real-patching pruning -- for deep
+models, or EAP top-n) with the circuit's recovered metric on the task batch and on a held-out
+batch, its overlap with the top induction / previous-token heads of
+:func:`interp.probes.induction.induction_scores`, and a graph figure.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ class CircuitsConfig:
             :func:`interp.circuits.toy.circuit_toy` once and caches it).
         task: ``induction`` or ``kv_retrieval``.
         batch, seg_len, n_pairs, seed: task size.
-        method: ``acdc`` or ``eap``; threshold (ACDC) / top_n (EAP).
+        method: ``acdc``, ``heads`` or ``eap``; threshold (ACDC, heads) / top_n (EAP);
+            candidates: heads that ``heads`` starts from (the best by attribution).
+        ablation: ``corrupted`` or ``mean`` (per-position means over ``ref_batch`` other
+            clean-distribution prompts; see :mod:`interp.circuits.graph`), for discovery.
         residual_patching: also run layer x position patching.
         threads: torch CPU threads (0 = default).
     """
@@ -37,6 +43,9 @@ class CircuitsConfig:
     method: str = "acdc"
     threshold: float = 0.02
     top_n: int = 50
+    candidates: int = 60
+    ablation: str = "corrupted"
+    ref_batch: int = 32
     residual_patching: bool = True
     threads: int = 1
 
@@ -45,8 +54,10 @@ class CircuitsConfig:
 def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     """Patching, attribution and discovery for one model and task."""
     import interp
-    from interp.circuits.attribution import edge_attribution, node_attribution
-    from interp.circuits.discovery import acdc, circuit_figure, eap_circuit, position_heatmap
+    from interp.circuits.attribution import edge_attribution, node_attribution, spearman
+    from interp.circuits.discovery import (acdc, circuit_figure, eap_circuit, head_circuit,
+                                           position_heatmap)
+    from interp.circuits.graph import CircuitRunner
     from interp.circuits.patching import (baseline, induction_task, kv_retrieval_task,
                                           patch_heads, patch_residual)
     from interp.viz import head_heatmap
@@ -60,12 +71,16 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     else:
         model = interp.load_model(cfg.model)
     batch = max(2, cfg.batch // 4) if ctx.quick else cfg.batch
-    if cfg.task == "induction":
-        task = induction_task(model, batch=batch, seg_len=cfg.seg_len, seed=cfg.seed)
-    elif cfg.task == "kv_retrieval":
-        task = kv_retrieval_task(model, batch=batch, n_pairs=cfg.n_pairs, seed=cfg.seed)
-    else:
+
+    def make(b: int, seed: int):
+        if cfg.task == "induction":
+            return induction_task(model, batch=b, seg_len=cfg.seg_len, seed=seed)
+        if cfg.task == "kv_retrieval":
+            return kv_retrieval_task(model, batch=b, n_pairs=cfg.n_pairs, seed=seed)
         raise ValueError(f"task must be 'induction' or 'kv_retrieval', got {cfg.task!r}")
+
+    task = make(batch, cfg.seed)
+    reference = make(cfg.ref_batch, cfg.seed + 1000).clean if cfg.ablation == "mean" else None
     ref = baseline(model, task)
     ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
     heads = patch_heads(model, task, sweep=ctx.sweep("heads"), progress=ctx.show_progress)
@@ -77,21 +92,46 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         ctx.add_table("residual_patching", res)
         ctx.add_figure("residual_patching", position_heatmap(res))
     na = node_attribution(model, task)
-    corr = float(np.corrcoef(na.score, heads.metric - ref["corrupted"])[0, 1])
-    ctx.add_table("node_attribution", na.assign(patching=heads.metric - ref["corrupted"]))
-    scores = edge_attribution(model, task)
+    effect = heads.metric - ref["corrupted"]
+    corr = float(np.corrcoef(na.score, effect)[0, 1])
+    rank = spearman(na.score, effect)
+    ctx.add_table("node_attribution", na.assign(patching=effect))
     if cfg.method == "acdc":
         circuit = acdc(model, task, threshold=cfg.threshold, progress=ctx.show_progress)
+    elif cfg.method == "heads":
+        candidates = min(cfg.candidates, 30) if ctx.quick else cfg.candidates
+        circuit = head_circuit(model, task, cfg.ablation, reference, candidates=candidates,
+                               threshold=cfg.threshold, progress=ctx.show_progress)
+    elif cfg.method == "eap":
+        scores = edge_attribution(model, task, ablation=cfg.ablation, reference=reference)
+        circuit = eap_circuit(model, task, top_n=cfg.top_n, scores=scores,
+                              runner=CircuitRunner(model, task, cfg.ablation, reference))
     else:
-        circuit = eap_circuit(model, task, top_n=cfg.top_n, scores=scores)
+        raise ValueError(f"method must be 'acdc', 'heads' or 'eap', got {cfg.method!r}")
+    held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
+    held_out = held.normalised(held.metric(circuit.mask))
     ctx.add_table("circuit_edges", circuit.edges)
     ctx.add_table("circuit_nodes", circuit.nodes)
     ctx.add_figure("circuit", circuit_figure(circuit, f"{cfg.task} circuit"))
     s = circuit.summary()
-    ctx.add_text("\n".join([
+    lines = [
         "## Summary",
         f"- clean metric {ref['clean']:.3f}, corrupted {ref['corrupted']:.3f}",
-        f"- attribution vs head patching: Pearson r = {corr:.3f}",
-        f"- circuit ({cfg.method}): {s['n_edges']} edges, heads {', '.join(circuit.heads)}; "
-        f"recovers {s['normalised']:.3f} of the clean metric alone",
-    ]), at_top=True)
+        f"- attribution vs head patching ({len(na)} heads): Pearson r = {corr:.3f}, "
+        f"Spearman rho = {rank:.3f}",
+        f"- circuit ({cfg.method}, {cfg.ablation} ablation): {s['n_heads']} heads, "
+        f"{s['n_edges']} edges; heads {', '.join(circuit.heads)}",
+        f"- recovers {s['normalised']:.3f} of the clean - corrupted metric alone "
+        f"({held_out:.3f} on a held-out batch)",
+    ]
+    if cfg.task == "induction":
+        from interp.probes.induction import induction_scores, top_heads
+
+        scores_df = induction_scores(model)           # the #4 probe: seg_len 50
+        ctx.add_table("induction_scores", scores_df)
+        mine = set(circuit.heads)
+        for col in ("induction", "previous_token"):
+            top = [f"L{l}H{h}" for l, h in top_heads(scores_df, col, 5)]
+            lines.append(f"- top-5 {col} heads in the circuit: {len(mine & set(top))}/5 "
+                         f"({', '.join(h + ('*' if h in mine else '') for h in top)})")
+    ctx.add_text("\n".join(lines), at_top=True)
