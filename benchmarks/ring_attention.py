@@ -22,6 +22,13 @@ The script sets ``MALLOC_MMAP_THRESHOLD_=65536`` for the workers so glibc serves
 bigger than 64 KiB with its own mmap and returns it to the OS on free: RSS then follows live
 tensor memory (without it glibc's dynamic threshold keeps freed blocks resident in the heap).
 
+Where a rank's peak comes from (fp32, u = batch * heads * seq/P * d_head * 4 bytes): its
+q/k/v shard (3u with MHA), the float32 output accumulator (1u, returned as the output), the key
+and value blocks in flight -- the one being attended (and sent on) and the next one being
+received -- and one block's output before it is merged. Ring attention makes one lap per kv
+head, so the blocks in flight are one kv head's: 4u / kv_heads instead of 4u (a lap over all
+heads at once put MHA at 0.86 (P = 2) and 0.56 (P = 4) of dense, above the 1.3/P target).
+
 Times are wall-clock seconds of one forward call (min over repeats), the slowest rank after a
 barrier. P processes share the machine's cores: each gets ``max(1, cores // P)`` threads, the
 dense process all cores, so on a 2-core machine P = 4 is oversubscribed and slower per FLOP.

@@ -6,7 +6,8 @@ Architecture
 Every rank of a process group holds a shard of the sequence (``layout.py``: contiguous or
 zigzag, padded at the end for uneven lengths) of queries, keys and values. Ring attention
 computes exact softmax attention of the local queries to the *whole* sequence without any
-rank ever holding more than two key/value shards:
+rank ever holding more than two key/value shards -- of one kv head: the ring makes one lap
+per kv head (heads are independent), so only ``2 / kv_heads`` of a shard is in flight:
 
 Forward (``P`` steps). At step ``t`` rank ``r`` holds the key/value shard of rank
 ``src = (r - t) mod P``. It first posts the send of that shard to ``r + 1`` and the receive of
@@ -84,39 +85,97 @@ def _seq(x: torch.Tensor, chunk: Chunk, length: int | None = None) -> torch.Tens
     return x.narrow(2, chunk.offset, chunk.length if length is None else length)
 
 
+def _heads(x: torch.Tensor, j: int, group: int) -> torch.Tensor:
+    """Query heads ``[j * group, (j + 1) * group)`` of ``x`` ``[b, heads, n, d]`` (a view)."""
+    return x.narrow(1, j * group, group)
+
+
+def _forward_pass(comm, q, k, v, out, lse, plan_for, impl, scale):
+    """One lap of the ring for one kv head: ``q``/``out``/``lse`` are views of that head's
+    query heads; ``k``/``v`` ``[b, 1, L, d]``. Merges every visible block into ``out``/``lse``."""
+    seen = set()
+    k_cur, v_cur = k, v
+    for step in range(comm.world_size):
+        pending = comm.exchange([k_cur, v_cur]) if step + 1 < comm.world_size else None
+        for i, qc, kc, mask in plan_for(step):
+            out_b, lse_b = block_forward(
+                _seq(q, qc), _seq(k_cur, kc), _seq(v_cur, kc), mask, scale, impl
+            )
+            out_s, lse_s = _seq(out, qc), lse.narrow(2, qc.offset, qc.length)
+            if i in seen:
+                merge_block(out_s, lse_s, out_b, lse_b)
+            else:
+                out_s.copy_(out_b)
+                lse_s.copy_(lse_b)
+                seen.add(i)
+            del out_b, lse_b
+        if pending is not None:
+            k_cur = v_cur = None  # the old shard is freed once its send completed
+            k_cur, v_cur = pending.wait()
+
+
+def _backward_pass(comm, dout, q, k, v, out, lse, dq, plan_for, impl, scale, acc):
+    """One lap of the ring for one kv head (views as in :func:`_forward_pass`); adds into
+    ``dq`` and returns this rank's complete ``(dk, dv)`` ``[b, 1, L, d]``."""
+    k_cur, v_cur = k, v
+    dkv_pending = None
+    for step in range(comm.world_size):
+        kv_pending = comm.exchange([k_cur, v_cur]) if step + 1 < comm.world_size else None
+        dk_b = torch.zeros(k.shape, dtype=acc, device=k.device)  # this block's dk
+        dv_b = torch.zeros(v.shape, dtype=acc, device=v.device)
+        for _, qc, kc, mask in plan_for(step):
+            gq, gk, gv = block_backward(
+                _seq(dout, qc), _seq(q, qc), _seq(k_cur, kc), _seq(v_cur, kc),
+                _seq(out, qc), lse.narrow(2, qc.offset, qc.length), mask, scale, impl,
+            )
+            _seq(dq, qc).add_(gq)
+            _seq(dk_b, kc).add_(gk)
+            _seq(dv_b, kc).add_(gv)
+            del gq, gk, gv
+        if dkv_pending is not None:  # shares of earlier ranks for this same key block
+            dk_in, dv_in = dkv_pending.wait()
+            dk_b.add_(dk_in)
+            dv_b.add_(dv_in)
+            del dk_in, dv_in
+        dkv_pending = comm.exchange([dk_b, dv_b])
+        del dk_b, dv_b
+        if kv_pending is not None:
+            k_cur = v_cur = None
+            k_cur, v_cur = kv_pending.wait()
+    return dkv_pending.wait()  # our own key block, complete after a full lap
+
+
+def _planner(comm, local, layout, causal, total_len):
+    """``plan_for(step)`` -> ``[(query chunk index, query chunk, key chunk, mask)]``."""
+    rank, world = comm.rank, comm.world_size
+    q_chunks = chunks_of(rank, world, local, layout)
+
+    def plan_for(step: int):
+        src = (rank - step) % world
+        plan = block_plan(q_chunks, chunks_of(src, world, local, layout), causal, total_len)
+        return [(i, q_chunks[i], kc, mask) for i, kc, mask in plan]
+
+    return plan_for
+
+
 class _RingAttention(torch.autograd.Function):
+    """One ring lap per kv head: only one kv head's key/value blocks are in flight at a time
+    (``2 / kv_heads`` of a shard per buffer instead of a whole shard), which keeps the
+    per-rank peak memory near ``1/P`` of dense attention also without GQA."""
+
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, layout, total_len, group, impl):
         comm = RingComm(group)
-        rank, world = comm.rank, comm.world_size
-        local = q.shape[2]
-        q_chunks = chunks_of(rank, world, local, layout)
+        b, h, local, _ = q.shape
+        kvh = k.shape[1]
+        g = h // kvh
         acc = acc_dtype(q.dtype)
-        b, h, _, _ = q.shape
+        plan_for = _planner(comm, local, layout, causal, total_len)
         out = torch.zeros(b, h, local, v.shape[-1], dtype=acc, device=q.device)  # [b, h, L, d]
         lse = torch.full((b, h, local), float("-inf"), dtype=acc, device=q.device)  # [b, h, L]
-        seen = [False] * len(q_chunks)
-
-        k_cur, v_cur = k, v
-        for step in range(world):
-            src = (rank - step) % world
-            pending = comm.exchange([k_cur, v_cur]) if step + 1 < world else None
-            plan = block_plan(q_chunks, chunks_of(src, world, local, layout), causal, total_len)
-            for i, kc, mask in plan:
-                qc = q_chunks[i]
-                out_b, lse_b = block_forward(
-                    _seq(q, qc), _seq(k_cur, kc), _seq(v_cur, kc), mask, scale, impl
-                )
-                out_s, lse_s = _seq(out, qc), lse.narrow(2, qc.offset, qc.length)
-                if seen[i]:
-                    merge_block(out_s, lse_s, out_b, lse_b)
-                else:
-                    out_s.copy_(out_b)
-                    lse_s.copy_(lse_b)
-                    seen[i] = True
-            if pending is not None:
-                k_cur, v_cur = pending.wait()
-
+        for j in range(kvh):
+            _forward_pass(comm, _heads(q, j, g), k.narrow(1, j, 1), v.narrow(1, j, 1),
+                          _heads(out, j, g), _heads(lse, j, g), plan_for, impl, scale)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.cfg = (causal, scale, layout, total_len, group, impl)
         return out.to(q.dtype)
@@ -126,38 +185,21 @@ class _RingAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         causal, scale, layout, total_len, group, impl = ctx.cfg
         comm = RingComm(group)
-        rank, world = comm.rank, comm.world_size
         local = q.shape[2]
-        q_chunks = chunks_of(rank, world, local, layout)
+        kvh = k.shape[1]
+        g = q.shape[1] // kvh
         acc = acc_dtype(q.dtype)
+        plan_for = _planner(comm, local, layout, causal, total_len)
         dq = torch.zeros(q.shape, dtype=acc, device=q.device)
-
-        k_cur, v_cur = k, v
-        dkv_pending = None
-        for step in range(world):
-            src = (rank - step) % world
-            kv_pending = comm.exchange([k_cur, v_cur]) if step + 1 < world else None
-            dk_b = torch.zeros(k.shape, dtype=acc, device=k.device)  # this block's dk
-            dv_b = torch.zeros(v.shape, dtype=acc, device=v.device)
-            plan = block_plan(q_chunks, chunks_of(src, world, local, layout), causal, total_len)
-            for i, kc, mask in plan:
-                qc = q_chunks[i]
-                gq, gk, gv = block_backward(
-                    _seq(dout, qc), _seq(q, qc), _seq(k_cur, kc), _seq(v_cur, kc),
-                    _seq(out, qc), lse.narrow(2, qc.offset, qc.length), mask, scale, impl,
-                )
-                _seq(dq, qc).add_(gq)
-                _seq(dk_b, kc).add_(gk)
-                _seq(dv_b, kc).add_(gv)
-            if dkv_pending is not None:  # shares of earlier ranks for this same key block
-                dk_in, dv_in = dkv_pending.wait()
-                dk_b.add_(dk_in)
-                dv_b.add_(dv_in)
-            dkv_pending = comm.exchange([dk_b, dv_b])
-            if kv_pending is not None:
-                k_cur, v_cur = kv_pending.wait()
-        dk, dv = dkv_pending.wait()  # our own key block, complete after a full lap
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None
+        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        for j in range(kvh):
+            dk_j, dv_j = _backward_pass(
+                comm, _heads(dout, j, g), _heads(q, j, g), k.narrow(1, j, 1), v.narrow(1, j, 1),
+                _heads(out, j, g), _heads(lse, j, g), _heads(dq, j, g), plan_for, impl, scale, acc)
+            dk.narrow(1, j, 1).copy_(dk_j)
+            dv.narrow(1, j, 1).copy_(dv_j)
+        return dq.to(q.dtype), dk, dv, None, None, None, None, None, None
 
 
 def _dense_attention(q, k, v, causal, scale, total_len):
