@@ -7,10 +7,15 @@
   size for every implementation, resumable; :func:`load_experiment` reads
   ``experiments/retrieval_*.toml``. ``python -m interp.retrieval EXPERIMENT.toml OUT_DIR
   [--quick]`` runs one.
+- :mod:`interp.retrieval.linearised`: :func:`linearised_study`, in-context key-value lookup
+  and perplexity of a pretrained model with linear attention swapped in, per feature map.
 
 The bottleneck measures (effective rank, row entropy of attention maps) live in
 :mod:`interp.probes.retrieval`.
 """
+from interp.retrieval.linearised import (
+    kv_lookup_accuracy, layer_set, linearised_study, perplexity, text_windows,
+)
 from interp.retrieval.model import (
     AttentionMixer, MixerSpec, RetrievalModel, RetrievalModelConfig,
 )
@@ -24,5 +29,6 @@ __all__ = [
     "AttentionMixer", "MixerSpec", "RetrievalModel", "RetrievalModelConfig", "HybridSpec",
     "QuickOverrides", "RetrievalSweepConfig", "based_hybrid", "load_experiment",
     "run_retrieval_sweep", "sweep_points", "TrainConfig", "TrainResult", "evaluate",
-    "train_mqar",
+    "train_mqar", "kv_lookup_accuracy", "layer_set", "linearised_study", "perplexity",
+    "text_windows",
 ]
