@@ -12,8 +12,8 @@ One row (``n`` pairs, ``s`` demonstration lookups; every key and value one token
   single token in that form: :meth:`KVLookupConfig.build` checks this with the tokenizer and
   raises naming the words that are not;
 - the ``s`` demonstrations are lookups of other stored keys (random order, never the queried
-  key) with their answers: they tell a small model that the task is lookup (SmolLM2-135M
-  answers about a quarter of the queries without them, over 0.9 with six);
+  key) with their answers: they tell a small model that the task is lookup (SmolLM2-135M,
+  8 pairs: top-1 accuracy 0.52 without them, 1.0 with six, on 48 prompts of seed 0);
 - the answer is the queried value's token (with its leading space), predicted at the last
   position. Rows are built token by token, so every row of a batch has the same length and
   no padding is needed (:func:`interp.swap.swap_attention` refuses padded batches).
