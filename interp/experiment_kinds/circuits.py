@@ -127,7 +127,8 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     if cfg.task == "induction":
         from interp.probes.induction import induction_scores, top_heads
 
-        scores_df = induction_scores(model)           # the #4 probe: seg_len 50
+        # the #4 probe (seg_len 50), shortened to fit a small context (the toy: 49 tokens)
+        scores_df = induction_scores(model, seg_len=min(50, (model.cfg.n_ctx - 1) // 2))
         ctx.add_table("induction_scores", scores_df)
         mine = set(circuit.heads)
         for col in ("induction", "previous_token"):
