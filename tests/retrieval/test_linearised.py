@@ -57,7 +57,7 @@ def original(smollm2, prompts):
 
 @pytest.mark.slow
 def test_original_looks_up_keys(original):
-    # measured 0.97 (64 prompts, seed 0); the bound leaves room for other prompt seeds
+    # measured 1.0 (48 prompts) and 0.97 (64 prompts), seed 0; the bound leaves a margin
     assert original["kv_accuracy"] >= 0.8
     assert original["kv_logprob"] > -1.5
 
@@ -66,7 +66,7 @@ def test_original_looks_up_keys(original):
 @pytest.mark.parametrize("feature_map", attention.feature_maps())
 def test_linearised_all_layers_loses_lookup(smollm2, prompts, original, feature_map):
     """The claim: every feature map in every layer leaves (almost) no lookup accuracy
-    (measured 0.0 for each map on 48 prompts, vs 0.96 for the original)."""
+    (measured <= 0.04 for each map in all layers or either half, 48 prompts; the original 1.0)."""
     few = prompts._replace(tokens=prompts.tokens[:8], answers=prompts.answers[:8])
     with swap_attention(smollm2, "linear", feature_map=feature_map):
         swapped = kv_lookup_accuracy(smollm2, few)
@@ -140,3 +140,19 @@ def test_perplexity_windows_shape():
             return torch.zeros(*tokens.shape, 10) + self.w
 
     assert perplexity(Uniform(), torch.randint(0, 10, (3, 6))) == pytest.approx(10.0)
+
+
+def test_accuracy_figure():
+    import pandas as pd
+
+    from interp.retrieval.linearised import accuracy_figure
+
+    table = pd.DataFrame({
+        "feature_map": ["softmax", "elu", "elu", "relu", "relu"],
+        "layer_set": ["none", "all", "first_half", "all", "first_half"],
+        "layers": ["", "0-29", "0-14", "0-29", "0-14"],
+        "kv_accuracy": [0.9, 0.0, 0.1, 0.0, 0.2]})
+    fig = accuracy_figure(table)
+    assert [t.name for t in fig.data] == ["all (0-29)", "first_half (0-14)"]
+    assert list(fig.data[1].y) == [0.1, 0.2] and list(fig.data[0].x) == ["elu", "relu"]
+    assert fig.layout.shapes[0].y0 == 0.9
