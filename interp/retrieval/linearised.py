@@ -24,9 +24,8 @@ random features) and ``taylor`` (2nd order) approximate it, the latter only for 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import math
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
