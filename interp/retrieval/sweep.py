@@ -80,7 +80,7 @@ class QuickOverrides:
 
     Attributes:
         vocab_size, seq_len, num_kv_pairs, d_models: task and width grid.
-        steps, batch_size, test_size: training.
+        steps, schedule, batch_size, test_size: training.
         include: labels to keep (None = all of the full sweep's implementations).
 
     The defaults fit in about a minute on a quiet 2-core machine.
@@ -91,6 +91,7 @@ class QuickOverrides:
     num_kv_pairs: Optional[list[int]] = field(default_factory=lambda: [4])
     d_models: Optional[list[int]] = field(default_factory=lambda: [64])
     steps: Optional[int] = 300
+    schedule: Optional[Literal["cosine", "constant"]] = None
     batch_size: Optional[int] = None
     test_size: Optional[int] = 256
     include: Optional[list[str]] = field(
@@ -207,7 +208,7 @@ class RetrievalSweepConfig:
         q = self.quick
         top = {k: getattr(q, k) for k in ("vocab_size", "seq_len", "num_kv_pairs", "d_models")
                if getattr(q, k) is not None}
-        tr = {k: getattr(q, k) for k in ("steps", "batch_size", "test_size")
+        tr = {k: getattr(q, k) for k in ("steps", "batch_size", "test_size", "schedule")
               if getattr(q, k) is not None}
         cfg = dataclasses.replace(self, train=dataclasses.replace(self.train, **tr), **top)
         if q.include is not None:
