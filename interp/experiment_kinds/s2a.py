@@ -5,6 +5,10 @@ context, S2A rewrite, oracle (distractors and opinions removed by the data's mar
 Writes ``s2a_table`` (condition, accuracy, distractor/relevant/opinion attention, n, ...),
 ``s2a_examples`` (every output and rewrite), ``s2a_per_layer`` and the figure
 ``distractor_attention_per_layer`` (one trace per condition).
+
+Under ``interp run --nproc N`` the questions are split over the ranks (``RunContext.map``;
+greedy decoding, so every question's outputs and attention are the same on any rank) and
+rank 0 writes the same tables as a one-process run.
 """
 from __future__ import annotations
 
@@ -48,8 +52,10 @@ class S2AConfig:
                 raise ValueError(f"{name} must be >= 0")
 
 
-def run_comparison(cfg: S2AConfig, limit: int | None = None, progress=None, log=None):
-    """Load the model(s) and run :func:`interp.s2a.run_s2a`; returns the :class:`S2AResult`."""
+def run_comparison(cfg: S2AConfig, limit: int | None = None, progress=None, log=None,
+                   map_fn=None):
+    """Load the model(s) and run :func:`interp.s2a.run_s2a` (``map_fn``: how the per-question
+    work is mapped, e.g. ``RunContext.map``); returns the :class:`S2AResult`."""
     import interp
     from interp.models.registry import load_hf
     from interp.s2a import load_examples, run_s2a
@@ -60,7 +66,8 @@ def run_comparison(cfg: S2AConfig, limit: int | None = None, progress=None, log=
     model = interp.load_model(cfg.model)
     gen = load_hf(cfg.model)[0] if cfg.generate_with == "hf" else model
     return run_s2a(model, examples, generator=gen, answer_tokens=cfg.answer_tokens,
-                   rewrite_tokens=cfg.rewrite_tokens, progress=progress, log=log)
+                   rewrite_tokens=cfg.rewrite_tokens, progress=progress, log=log,
+                   map_fn=map_fn)
 
 
 @experiment("s2a", S2AConfig)
@@ -70,7 +77,8 @@ def run_s2a_experiment(cfg: S2AConfig, ctx: RunContext) -> None:
     from interp.s2a import layer_figure
 
     limit = cfg.quick_limit if ctx.quick else cfg.limit
-    res = run_comparison(cfg, limit, progress=ctx.progress, log=ctx.log)
+    res = run_comparison(cfg, limit, progress=ctx.progress, log=ctx.log,
+                         map_fn=lambda fn, items: ctx.map(fn, items, name="s2a", desc="s2a"))
     ctx.add_table("s2a_table", res.table,
                   "one row per condition; attention = mean mass from the last prompt token "
                   "(where the answer starts) over layers, heads and questions; survival = "

@@ -21,6 +21,12 @@ survives. Generation is greedy (:func:`interp.generation.greedy_generate`), by d
 plain HF copy of the model and its own KV cache (tested equal to HF ``generate``; the bridge's
 full-forward loop gives the same tokens, only slower). Attention is always measured on the
 hooked bridge at the last prompt token, where the first answer token is produced.
+
+Each question is independent work (:func:`s2a_example`: rewrite, three answers, attention on
+the three answer prompts, one forward each); :func:`run_s2a` maps it over the questions with a
+plain loop or a given ``map_fn`` (the experiment kind passes ``RunContext.map``, so a sharded
+run splits the questions over its ranks) and assembles the tables from the results in
+question order.
 """
 from __future__ import annotations
 
@@ -136,11 +142,57 @@ class S2AResult:
     scores: pd.DataFrame
 
 
+def s2a_example(model, ex: S2AExample, generator=None, answer_tokens: int = 24,
+                rewrite_tokens: int = 64) -> tuple[list[dict], pd.DataFrame]:
+    """One question through the three conditions: the rewrite, the three answers and the
+    attention on the three answer prompts.
+
+    Deterministic (greedy decoding, no random numbers), so a question gives the same result
+    whichever process computes it and whatever ran before.
+
+    Returns:
+        ``(rows, scores)``: one per-example row per condition (see :class:`S2AResult`) and
+        the probe table of the three answer prompts (``condition`` column first).
+    """
+    tok = model.tokenizer
+    gen = generator if generator is not None else model
+    rewrite_raw = greedy_generate(gen, REWRITE_PROMPT.format(context=ex.context,
+                                                             question=ex.question),
+                                  tokenizer=tok, max_new_tokens=rewrite_tokens).text
+    rewrite = clean_rewrite(rewrite_raw)
+    spans, survival = match_segments(rewrite, ex)
+    lp = {
+        "original": _segment_prompt(tok, f"{ex.id}/original", ex.segments, ex.question),
+        "s2a": answer_prompt(tok, f"{ex.id}/s2a", rewrite, spans, ex.question),
+        "oracle": _segment_prompt(tok, f"{ex.id}/oracle", ex.oracle_segments(), ex.question),
+    }
+    contexts = {"original": ex.context, "s2a": rewrite,
+                "oracle": "".join(s.text for s in ex.oracle_segments())}
+    rows = []
+    for cond in CONDITIONS:
+        out = greedy_generate(gen, ANSWER_PROMPT.format(context=contexts[cond],
+                                                        question=ex.question),
+                              tokenizer=tok, max_new_tokens=answer_tokens).text
+        ok = is_correct(out, ex)
+        row = {"example": ex.id, "condition": cond, "context": contexts[cond],
+               "output": out.strip(), "correct": ok,
+               "follows_opinion": (not ok) and answer_in(ex.opinion_answer, out)}
+        if cond == "s2a":
+            row.update({"rewrite_raw": rewrite_raw,
+                        **{f"{k}_survival": v for k, v in survival.items()}})
+        rows.append(row)
+    scores = distraction_scores(model, [lp[c] for c in CONDITIONS])
+    split = scores["example"].str.rsplit("/", n=1, expand=True)
+    scores.insert(0, "condition", split[1])
+    scores["example"] = split[0]
+    return rows, scores
+
+
 def run_s2a(model, examples: Sequence[S2AExample], generator=None,
             answer_tokens: int = 24, rewrite_tokens: int = 64,
-            progress: Callable | None = None, log: Callable[[str], None] | None = None
-            ) -> S2AResult:
-    """Run the three conditions on ``examples``.
+            progress: Callable | None = None, log: Callable[[str], None] | None = None,
+            map_fn: Callable[[Callable, list], list] | None = None) -> S2AResult:
+    """Run the three conditions on ``examples`` (each through :func:`s2a_example`).
 
     Args:
         model: the hooked bridge (attention is measured on it).
@@ -148,46 +200,30 @@ def run_s2a(model, examples: Sequence[S2AExample], generator=None,
         generator: the model that generates (default ``model``, full forwards; pass the
             plain HF copy from :func:`interp.models.registry.load_hf` for its KV cache).
         answer_tokens / rewrite_tokens: ``max_new_tokens`` of answers / rewrites.
-        progress: ``fn(iterable, desc=..., total=...)`` (e.g. ``RunContext.progress``).
+        progress: ``fn(iterable, desc=..., total=...)`` (e.g. ``RunContext.progress``);
+            used only without ``map_fn``.
         log: ``fn(message)`` for stage lines.
+        map_fn: ``fn(per_question, examples) -> results in order`` (default a plain loop);
+            e.g. :meth:`interp.experiments.RunContext.map` to split the questions over the
+            ranks of a sharded run. The tables are the same either way.
     """
-    tok = model.tokenizer
-    gen = generator if generator is not None else model
-    wrap = progress or (lambda it, desc=None, total=None: it)
-    rows, prompts = [], []
-    for ex in wrap(examples, desc="s2a generate", total=len(examples)):
-        rewrite_raw = greedy_generate(gen, REWRITE_PROMPT.format(context=ex.context,
-                                                                 question=ex.question),
-                                      tokenizer=tok, max_new_tokens=rewrite_tokens).text
-        rewrite = clean_rewrite(rewrite_raw)
-        spans, survival = match_segments(rewrite, ex)
-        lp = {
-            "original": _segment_prompt(tok, f"{ex.id}/original", ex.segments, ex.question),
-            "s2a": answer_prompt(tok, f"{ex.id}/s2a", rewrite, spans, ex.question),
-            "oracle": _segment_prompt(tok, f"{ex.id}/oracle", ex.oracle_segments(),
-                                      ex.question),
-        }
-        contexts = {"original": ex.context, "s2a": rewrite,
-                    "oracle": "".join(s.text for s in ex.oracle_segments())}
-        for cond in CONDITIONS:
-            out = greedy_generate(gen, ANSWER_PROMPT.format(context=contexts[cond],
-                                                            question=ex.question),
-                                  tokenizer=tok, max_new_tokens=answer_tokens).text
-            ok = is_correct(out, ex)
-            row = {"example": ex.id, "condition": cond, "context": contexts[cond],
-                   "output": out.strip(), "correct": ok,
-                   "follows_opinion": (not ok) and answer_in(ex.opinion_answer, out)}
-            if cond == "s2a":
-                row.update({"rewrite_raw": rewrite_raw,
-                            **{f"{k}_survival": v for k, v in survival.items()}})
-            rows.append(row)
-            prompts.append((cond, lp[cond]))
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no examples given")
+
+    def one(ex: S2AExample):
+        return s2a_example(model, ex, generator=generator, answer_tokens=answer_tokens,
+                           rewrite_tokens=rewrite_tokens)
+
     if log:
-        log("attention on the answer prompts")
-    scores = distraction_scores(model, [p for _, p in prompts], progress=progress)
-    split = scores["example"].str.rsplit("/", n=1, expand=True)
-    scores.insert(0, "condition", split[1])
-    scores["example"] = split[0]
+        log(f"s2a: {len(examples)} questions (rewrite, three answers, attention)")
+    if map_fn is None:
+        wrap = progress or (lambda it, desc=None, total=None: it)
+        results = [one(ex) for ex in wrap(examples, desc="s2a", total=len(examples))]
+    else:
+        results = map_fn(one, examples)
+    rows = [row for ex_rows, _ in results for row in ex_rows]
+    scores = pd.concat([sc for _, sc in results], ignore_index=True)
     return summarize(pd.DataFrame(rows), scores)
 
 

@@ -59,3 +59,29 @@ def test_run_s2a_end_to_end(smollm2, smollm2_hf):
     assert t.loc["oracle", "distractor_attention"] == 0 and t.loc["oracle", "opinion_attention"] == 0
     assert (t.n == 1).all()
     assert len(res.per_layer) == 3 * smollm2.cfg.n_layers
+
+
+@pytest.mark.slow
+def test_questions_are_independent_of_order(smollm2, smollm2_hf):
+    """A map that computes the questions in reverse (as ranks of a sharded run would, in
+    any order) gives the same tables as the plain loop."""
+    import pandas as pd
+
+    hf, _ = smollm2_hf
+    kw = dict(generator=hf, answer_tokens=4, rewrite_tokens=8)
+    examples = load_examples(limit=2)
+    plain = run_s2a(smollm2, examples, **kw)
+    seen = []
+
+    def backwards(fn, items):
+        out = {}
+        for i in reversed(range(len(items))):
+            seen.append(items[i].id)
+            out[i] = fn(items[i])
+        return [out[i] for i in range(len(items))]
+
+    mapped = run_s2a(smollm2, examples, map_fn=backwards, **kw)
+    assert seen == [e.id for e in reversed(examples)]
+    for name in ("table", "per_example", "per_layer", "scores"):
+        pd.testing.assert_frame_equal(getattr(mapped, name), getattr(plain, name),
+                                      check_exact=True)
