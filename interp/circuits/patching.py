@@ -7,7 +7,8 @@ Architecture
   ``logits [batch, seq, vocab] -> scalar`` (higher = more like the clean behaviour). Builders:
   :func:`induction_task` (repeated random tokens; the corrupted row has a different first copy,
   so the second copy cannot be predicted by induction) and :func:`kv_retrieval_task`
-  ("k1: v1, k2: v2, ... kq:"; the corrupted row asks for another key).
+  (the prompts of :mod:`interp.tasks.kv_lookup`; the corrupted row stores another value for
+  the queried key, or asks for another key).
 - **Metrics** (Meng et al. 2022; Wang et al. 2022): :func:`logit_diff_metric`,
   :func:`logprob_metric` (minus the loss on chosen positions), :func:`prob_metric`.
   :func:`normalise` maps a metric value to 0 = corrupted run, 1 = clean run.
@@ -172,53 +173,66 @@ def induction_task(model, batch: int = 8, seg_len: int = 20, seed: int = 0,
                               "positions": positions.tolist()})
 
 
-KV_KEYS = ("apple", "river", "stone", "cloud", "table", "horse", "green", "music", "paper",
-           "light", "chair", "water", "glass", "bread", "night", "house", "plant", "train")
-KV_VALUES = tuple(str(d) for d in range(10))
+def kv_retrieval_task(model, batch: int = 8, n_pairs: int = 4, seed: int = 0,
+                      n_shots: int | None = None,
+                      corrupt: Literal["value", "query"] = "value") -> PatchingTask:
+    """In-context key-value lookup prompts of :mod:`interp.tasks.kv_lookup` (header, a table
+    ``k1: v1, ..., kn: vn.``, ``n_shots`` answered lookups of other keys, then ``kq:``; single
+    -token keys and values checked with the tokenizer).
 
+    Corruption (same length, one token changed per row):
 
-def kv_retrieval_task(model, batch: int = 8, n_pairs: int = 4, seed: int = 0) -> PatchingTask:
-    """In-context key-value prompts ``"k1: v1, k2: v2, ..., kq:"`` (single-token keys and
-    values, distinct keys and values within a prompt). Clean asks for key i; corrupted is the
-    same context asking for another key j. Metric: logit difference ``v_i - v_j`` at the last
-    position (the clean run prefers ``v_i``, the corrupted ``v_j``)."""
+    - ``"value"`` (default): the queried key's stored value ``vq`` is replaced in the table by
+      a value ``v'`` that is in no pair of the row, so the corrupted run should answer ``v'``;
+    - ``"query"``: the query key is swapped for another stored key ``kj`` (not one of the
+      demonstrations when there is such a key), so the corrupted run should answer ``vj``.
+
+    Metric: logit difference ``vq - v'`` (or ``vq - vj``) at the last position (the clean run
+    prefers the first, the corrupted run the second).
+    """
+    from interp.tasks._sampling import generator
+    from interp.tasks.kv_lookup import KVLookupConfig, single_token_ids
+
     tok = model.tokenizer
     if tok is None:
         raise ValueError("kv_retrieval_task needs a model with a tokenizer")
-
-    def one(text: str) -> int | None:
-        ids = tok(text, add_special_tokens=False).input_ids
-        return ids[0] if len(ids) == 1 else None
-
-    keys = [(k, one(" " + k), one(k)) for k in KV_KEYS]
-    keys = [k for k in keys if k[1] is not None and k[2] is not None]
-    vals = [(v, one(" " + v)) for v in KV_VALUES]
-    vals = [v for v in vals if v[1] is not None]
-    colon, comma = one(":"), one(",")
-    if len(keys) < n_pairs or len(vals) < n_pairs or colon is None or comma is None:
-        raise ValueError(f"the tokenizer does not give single tokens for {n_pairs} keys/values")
-    from interp.probes.induction import bos_id
-
-    bos = bos_id(model)
-    g = torch.Generator().manual_seed(seed)
-    clean, corr, right, wrong = [], [], [], []
-    for _ in range(batch):
-        ki = torch.randperm(len(keys), generator=g)[:n_pairs].tolist()
-        vi = torch.randperm(len(vals), generator=g)[:n_pairs].tolist()
-        ids = [] if bos is None else [bos]
-        for n, (a, b) in enumerate(zip(ki, vi)):
-            ids += [keys[a][1] if n else keys[a][2], colon, vals[b][1], comma]
-        i, j = torch.randperm(n_pairs, generator=g)[:2].tolist()
-        clean.append(ids + [keys[ki[i]][1], colon])
-        corr.append(ids + [keys[ki[j]][1], colon])
-        right.append(vals[vi[i]][1])
-        wrong.append(vals[vi[j]][1])
-    clean_t = check_tokens(model, torch.tensor(clean))
-    corr_t = check_tokens(model, torch.tensor(corr))
-    n = clean_t.shape[1]
-    fn = logit_diff_metric([n - 1], torch.tensor(right)[:, None], torch.tensor(wrong)[:, None])
+    if corrupt not in ("value", "query"):
+        raise ValueError(f"corrupt must be 'value' or 'query', got {corrupt!r}")
+    shots = max(0, min(6, n_pairs - 2)) if n_shots is None else n_shots
+    cfg = KVLookupConfig(n_pairs=n_pairs, n_shots=shots, batch=batch)
+    if corrupt == "value" and len(cfg.values) <= n_pairs:
+        raise ValueError(f"corrupt='value' needs more than n_pairs={n_pairs} values")
+    kv = cfg.build(tok, seed)
+    clean = kv.tokens
+    b, seq = clean.shape
+    rows = torch.arange(b)
+    corrupted = clean.clone()
+    g = generator(seed + 7919)
+    table0 = seq - 2 - 4 * shots - 4 * n_pairs              # position of the first key
+    if corrupt == "value":
+        pool = single_token_ids(tok, cfg.values, "values")
+        wrong = torch.empty(b, dtype=torch.long)
+        for i in range(b):
+            free = pool[~torch.isin(pool, kv.values[i])]
+            wrong[i] = free[torch.randint(len(free), (1,), generator=g)]
+        corrupted[rows, table0 + 4 * kv.query + 2] = wrong
+    else:
+        if n_pairs < 2:
+            raise ValueError("corrupt='query' needs n_pairs >= 2")
+        other = torch.empty(b, dtype=torch.long)
+        for i in range(b):
+            demo = set(clean[i, seq - 2 - 4 * shots:seq - 2:4].tolist())
+            cand = [j for j in range(n_pairs) if j != int(kv.query[i])]
+            fresh = [j for j in cand if int(kv.keys[i, j]) not in demo] or cand
+            other[i] = fresh[int(torch.randint(len(fresh), (1,), generator=g))]
+        corrupted[:, seq - 2] = kv.keys[rows, other]
+        wrong = kv.values[rows, other]
+    clean_t, corr_t = check_tokens(model, clean), check_tokens(model, corrupted)
+    fn = logit_diff_metric([seq - 1], kv.answers[:, None], wrong[:, None])
     return PatchingTask(clean_t, corr_t, fn, name="kv_retrieval",
-                        info={"n_pairs": n_pairs, "example": tok.decode(clean[0])})
+                        info={"n_pairs": n_pairs, "n_shots": shots, "corrupt": corrupt,
+                              "example": tok.decode(clean[0]),
+                              "corrupted_example": tok.decode(corrupted[0])})
 
 
 # -------------------------------------------------------------------------- model plumbing
@@ -307,43 +321,54 @@ def baseline(model, task: PatchingTask) -> dict[str, float]:
 # ---------------------------------------------------------------------- activation patching
 def _patch_layers(model, task, direction, hook_name, n_cells, cell_patch, layers, max_batch,
                   progress, desc, sweep=None):
+    """Patch ``n_cells`` cells of each layer's ``hook_name``, ``max_batch // batch`` cells per
+    forward. The unit of work is one forward (a chunk of cells of one layer): with a
+    ``sweep`` the chunks go through ``sweep.pending`` (resumable; in a sharded run each rank
+    computes its share and :meth:`~interp.results.Sweep.table` gathers them), and a chunk is
+    the same forward whichever rank runs it, so the table equals a one-process run's."""
     task = task.checked(model)
     base_tokens, src_tokens = _base_src(task, direction)
     ref = baseline(model, task)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     b = task.batch
     per_fwd = max(1, max_batch // b)
-    rows = []
-    done = {}
-    if sweep is not None and sweep.path.exists():
-        done = {(r["layer"], r["cell"]): r for r in sweep.table().to_dict("records")}
+    chunks = [{"layer": layer, "start": start, "stop": min(n_cells, start + per_fwd)}
+              for layer in layers for start in range(0, n_cells, per_fwd)]
+    todo = chunks if sweep is None else list(sweep.pending(chunks))
     from tqdm.auto import tqdm
 
-    for layer in tqdm(layers, desc=desc, disable=not progress):
-        name = hook_name(layer)
-        if all((layer, c) in done for c in range(n_cells)):
-            rows += [done[(layer, c)] for c in range(n_cells)]
-            continue
-        _, src = run_cache(model, src_tokens, [name])
-        src_act = src[name]
-        for start in range(0, n_cells, per_fwd):
-            cells = list(range(start, min(n_cells, start + per_fwd)))
+    src_layer, src_act = None, None
+    computed = {}
+    for chunk in tqdm(todo, desc=desc, disable=not progress):
+        layer, name = chunk["layer"], hook_name(chunk["layer"])
+        if layer != src_layer:
+            _, src = run_cache(model, src_tokens, [name])
+            src_layer, src_act = layer, src[name]
+        cells = list(range(chunk["start"], chunk["stop"]))
 
-            def hook(act, hook, cells=cells):
-                act = act.clone()
-                for i, c in enumerate(cells):
-                    cell_patch(act[i * b:(i + 1) * b], src_act, c)
-                return act
+        def hook(act, hook, cells=cells, src_act=src_act):
+            act = act.clone()
+            for i, c in enumerate(cells):
+                cell_patch(act[i * b:(i + 1) * b], src_act, c)
+            return act
 
-            with torch.no_grad(), attach(model, [(name, hook)]):
-                logits = model(base_tokens.repeat(len(cells), 1))
-            for c, m in zip(cells, _chunked_metric(logits, task.metric, b)):
-                row = {"layer": layer, "cell": c, "metric": m,
-                       "normalised": normalise(m, ref["clean"], ref["corrupted"])}
-                rows.append(row)
-                if sweep is not None:
-                    sweep.record({"layer": layer, "cell": c}, {k: row[k] for k in
-                                                               ("metric", "normalised")})
+        with torch.no_grad(), attach(model, [(name, hook)]):
+            logits = model(base_tokens.repeat(len(cells), 1))
+        result = {"metric": _chunked_metric(logits, task.metric, b)}
+        computed[(layer, chunk["start"])] = result["metric"]
+        if sweep is not None:
+            sweep.record(chunk, result)
+    if sweep is not None:
+        table = sweep.table()
+        computed = {(int(r["layer"]), int(r["start"])): r["metric"]
+                    for r in table.to_dict("records")
+                    if "start" in r and isinstance(r.get("metric"), list)}
+    rows = []
+    for chunk in chunks:
+        metrics = computed[(chunk["layer"], chunk["start"])]
+        for c, m in zip(range(chunk["start"], chunk["stop"]), metrics):
+            rows.append({"layer": chunk["layer"], "cell": c, "metric": float(m),
+                         "normalised": normalise(float(m), ref["clean"], ref["corrupted"])})
     df = pd.DataFrame(rows)[["layer", "cell", "metric", "normalised"]]
     df.attrs.update(ref, direction=direction)
     return df

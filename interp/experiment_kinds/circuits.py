@@ -2,7 +2,8 @@
 one model and one task (``induction`` or ``kv_retrieval``); see :mod:`interp.circuits`.
 
 Stages: baseline metrics; head patching (layer x head heatmap, resumable via a sweep);
-residual patching (layer x position heatmap, resumable); node attribution and its
+residual patching (layer x position heatmap, resumable) -- under ``--nproc N`` both patching
+sweeps are split over the ranks (same tables as one process); node attribution and its
 correlation (Pearson and Spearman) with head patching; EAP edge scores; discovery (``acdc``
 for small graphs, ``heads`` -- node-level, attribution then real-patching pruning -- for deep
 models, or EAP top-n) with the circuit's recovered metric on the task batch and on a held-out
@@ -26,6 +27,10 @@ class CircuitsConfig:
             :func:`interp.circuits.toy.circuit_toy` once and caches it).
         task: ``induction`` or ``kv_retrieval``.
         batch, seg_len, n_pairs, seed: task size.
+        n_shots, corrupt: kv_retrieval only -- answered lookups before the query (-1: the
+            default of :func:`~interp.circuits.patching.kv_retrieval_task`) and how the
+            corrupted prompt differs (``value``: the queried key stores another value;
+            ``query``: another key is asked for).
         method: ``acdc``, ``heads`` or ``eap``; threshold (ACDC, heads) / top_n (EAP);
             candidates: heads that ``heads`` starts from (the best by attribution).
         ablation: ``corrupted`` or ``mean`` (per-position means over ``ref_batch`` other
@@ -39,6 +44,8 @@ class CircuitsConfig:
     batch: int = 8
     seg_len: int = 12
     n_pairs: int = 4
+    n_shots: int = -1
+    corrupt: str = "value"
     seed: int = 0
     method: str = "acdc"
     threshold: float = 0.02
@@ -66,8 +73,15 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         torch.set_num_threads(cfg.threads)
     if cfg.model == "circuit-toy":
         from interp.circuits.toy import circuit_toy
+        from interp.distributed.shard import barrier
 
-        model = circuit_toy()
+        # trained once and cached: rank 0 trains (or loads) it first, the others then load
+        # the finished checkpoint (no two ranks writing the cache at once)
+        if ctx.is_main:
+            model = circuit_toy()
+        barrier()
+        if not ctx.is_main:
+            model = circuit_toy()
     else:
         model = interp.load_model(cfg.model)
     batch = max(2, cfg.batch // 4) if ctx.quick else cfg.batch
@@ -76,7 +90,9 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         if cfg.task == "induction":
             return induction_task(model, batch=b, seg_len=cfg.seg_len, seed=seed)
         if cfg.task == "kv_retrieval":
-            return kv_retrieval_task(model, batch=b, n_pairs=cfg.n_pairs, seed=seed)
+            return kv_retrieval_task(model, batch=b, n_pairs=cfg.n_pairs, seed=seed,
+                                     n_shots=None if cfg.n_shots < 0 else cfg.n_shots,
+                                     corrupt=cfg.corrupt)
         raise ValueError(f"task must be 'induction' or 'kv_retrieval', got {cfg.task!r}")
 
     task = make(batch, cfg.seed)

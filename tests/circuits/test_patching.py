@@ -3,14 +3,16 @@ on a trained toy, trained once per session)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from interp.circuits.attribution import edge_attribution, node_attribution, spearman
 from interp.circuits.discovery import acdc, circuit_figure, eap_circuit, head_circuit, node_mask
 from interp.circuits.graph import CircuitRunner
-from interp.circuits.patching import (baseline, induction_task, metric_of, patch_heads,
-                                      patch_residual, path_patch, project, run_cache)
+from interp.circuits.patching import (baseline, induction_task, kv_retrieval_task, metric_of,
+                                      patch_heads, patch_residual, path_patch, project,
+                                      run_cache)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,22 @@ def test_patch_tables_and_endpoints(toy_model, task):
     assert full == pytest.approx(ref["clean"], abs=1e-5)
     heads = patch_heads(toy_model, task, progress=False)
     assert len(heads) == 8 and heads.normalised.notna().all()
+
+
+def test_patch_sweep_matches_and_resumes(toy_model, task, tmp_path):
+    """Through a sweep (one record per forward chunk) the table equals the direct one; a
+    second call into the same directory recomputes nothing."""
+    from interp.results import Sweep
+
+    direct = patch_heads(toy_model, task, progress=False, max_batch=8)
+    sweep = Sweep(tmp_path, "heads")
+    swept = patch_heads(toy_model, task, progress=False, max_batch=8, sweep=sweep)
+    pd.testing.assert_frame_equal(swept, direct, check_exact=True)
+    assert len(sweep.table()) == 2 * 2                 # 2 layers x (4 heads / 2 per forward)
+    again = Sweep(tmp_path, "heads")
+    assert not list(again.pending([{"layer": 0, "start": 0, "stop": 2}]))
+    pd.testing.assert_frame_equal(patch_heads(toy_model, task, progress=False, max_batch=8,
+                                              sweep=again), direct, check_exact=True)
 
 
 def test_circuit_all_and_none(toy_model, task):
@@ -166,3 +184,45 @@ def test_smollm2_head_circuit_contains_induction_heads(smollm2):
     held = CircuitRunner(smollm2, induction_task(smollm2, batch=4, seg_len=10, seed=1), "mean",
                          ref)
     assert held.normalised(held.metric(c.mask)) > 0.7
+
+
+@pytest.mark.slow
+def test_kv_retrieval_task_from_kv_lookup(smollm2):
+    """kv_retrieval prompts come from interp.tasks.kv_lookup; the corrupted row differs in one
+    token (the queried key's stored value, or the query key) and flips the model's answer."""
+    from interp.tasks.kv_lookup import KVLookupConfig
+
+    torch.set_num_threads(1)
+    lookup = KVLookupConfig(n_pairs=8, n_shots=6, batch=4).build(smollm2.tokenizer, 3)
+    for corrupt in ("value", "query"):
+        t = kv_retrieval_task(smollm2, batch=4, n_pairs=8, n_shots=6, seed=3, corrupt=corrupt)
+        assert torch.equal(t.clean.cpu(), lookup.tokens)
+        diff = t.clean != t.corrupted
+        assert diff.sum(1).tolist() == [1] * 4
+        if corrupt == "query":
+            assert diff[:, -2].all()
+        ref = baseline(smollm2, t)
+        assert ref["clean"] > 1 and ref["corrupted"] < -1, ref
+
+
+def _circuits_tables(out):
+    return {p.name: p.read_text() for p in sorted(out.glob("*.csv"))}
+
+
+@pytest.mark.slow
+def test_toy_circuits_run_two_processes_equal_one(tmp_path):
+    """``interp run circuits --nproc 2`` (patching sweeps split over the ranks, the cached toy
+    prepared by rank 0 first) writes the same tables as one process."""
+    from interp.cli import main
+
+    exp = tmp_path / "toy.toml"
+    exp.write_text('kind = "circuits"\n[config]\nmodel = "circuit-toy"\ntask = "induction"\n'
+                   'batch = 4\nmethod = "acdc"\nthreshold = 0.05\n')
+    outs = {n: tmp_path / f"nproc{n}" for n in (1, 2)}
+    for n, out in outs.items():
+        extra = ["--nproc", "2"] if n == 2 else []
+        assert main(["run", str(exp), "--out", str(out), "--no-progress", *extra]) == 0
+    one, two = _circuits_tables(outs[1]), _circuits_tables(outs[2])
+    assert "head_patching.csv" in one and "residual_patching.csv" in one
+    assert one == two
+    assert not list(outs[2].glob("*.rank*.jsonl"))
