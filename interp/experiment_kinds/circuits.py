@@ -35,6 +35,8 @@ class CircuitsConfig:
             candidates: heads that ``heads`` starts from (the best by attribution).
         ablation: ``corrupted`` or ``mean`` (per-position means over ``ref_batch`` other
             clean-distribution prompts; see :mod:`interp.circuits.graph`), for discovery.
+        quick_batch, quick_candidates: ``--quick`` task batch (0: ``max(2, batch // 4)``)
+            and ``heads`` candidates (at most ``candidates``).
         residual_patching: also run layer x position patching.
         threads: torch CPU threads (0 = default).
     """
@@ -53,6 +55,8 @@ class CircuitsConfig:
     candidates: int = 60
     ablation: str = "corrupted"
     ref_batch: int = 32
+    quick_batch: int = 0
+    quick_candidates: int = 30
     residual_patching: bool = True
     threads: int = 1
 
@@ -84,7 +88,10 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
             model = circuit_toy()
     else:
         model = interp.load_model(cfg.model)
-    batch = max(2, cfg.batch // 4) if ctx.quick else cfg.batch
+    if ctx.quick:
+        batch = cfg.quick_batch if cfg.quick_batch > 0 else max(2, cfg.batch // 4)
+    else:
+        batch = cfg.batch
 
     def make(b: int, seed: int):
         if cfg.task == "induction":
@@ -115,7 +122,8 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     if cfg.method == "acdc":
         circuit = acdc(model, task, threshold=cfg.threshold, progress=ctx.show_progress)
     elif cfg.method == "heads":
-        candidates = min(cfg.candidates, 30) if ctx.quick else cfg.candidates
+        candidates = (min(cfg.candidates, cfg.quick_candidates) if ctx.quick
+                      else cfg.candidates)
         circuit = head_circuit(model, task, cfg.ablation, reference, candidates=candidates,
                                threshold=cfg.threshold, progress=ctx.show_progress)
     elif cfg.method == "eap":
