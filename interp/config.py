@@ -151,3 +151,13 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def require_at_least(obj: Any, names: tuple[str, ...] | list[str], minimum: int | float) -> None:
+    """Raise ``ValueError("<name> must be >= <minimum>, got <value>")`` for the first of the
+    fields ``names`` of ``obj`` below ``minimum`` (for ``__post_init__`` checks)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+

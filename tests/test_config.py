@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.config import ConfigError, from_dict, load_toml, require_at_least, to_dict
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,20 @@ def test_load_toml_errors(tmp_path):
     bad.write_text("steps = [")
     with pytest.raises(ConfigError, match="bad.toml"):
         load_toml(bad)
+
+
+def test_require_at_least_names_the_first_bad_field():
+    @dataclass
+    class Shape:
+        width: int = 4
+        depth: int = 0
+        heads: int = -1
+
+        def __post_init__(self):
+            require_at_least(self, ("width", "depth", "heads"), 0)
+
+    with pytest.raises(ValueError, match=r"^heads must be >= 0, got -1$"):
+        Shape()
+    assert Shape(heads=0).depth == 0
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        require_at_least(Shape(heads=3), ["width", "depth"], 1)

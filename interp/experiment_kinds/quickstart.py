@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from interp.config import require_at_least
 from interp.experiments import RunContext, experiment
 
 DEFAULT_PROMPT = (
@@ -70,9 +71,7 @@ class QuickstartConfig:
     threads: int = 0
 
     def __post_init__(self):
-        for name in ("seg_len", "batch", "quick_batch", "top_k", "view_seg_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("seg_len", "batch", "quick_batch", "top_k", "view_seg_len"), 1)
         if not self.locality_windows or min(self.locality_windows) < 1:
             raise ValueError("locality_windows must be a non-empty list of sizes >= 1")
         if not self.prompt.strip():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.config import require_at_least
 from interp.experiments import RunContext, experiment
 
 
@@ -47,9 +48,8 @@ class S2AConfig:
     def __post_init__(self):
         if self.generate_with not in ("hf", "bridge"):
             raise ValueError(f"generate_with must be 'hf' or 'bridge', got {self.generate_with!r}")
-        for name in ("limit", "quick_limit", "answer_tokens", "rewrite_tokens", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        require_at_least(self, ("limit", "quick_limit", "answer_tokens", "rewrite_tokens",
+                                "threads"), 0)
 
 
 def run_comparison(cfg: S2AConfig, limit: int | None = None, progress=None, log=None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interp.config import require_at_least
 from interp.experiments import RunContext, experiment
 
 
@@ -57,13 +58,10 @@ class StreamingConfig:
     threads: int = 0
 
     def __post_init__(self):
-        for name in ("sweep_tokens", "stream_window", "chunk", "recompute_stride",
-                     "quick_sweep_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("stream_tokens", "stream_sinks", "quick_stream_tokens", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        require_at_least(self, ("sweep_tokens", "stream_window", "chunk", "recompute_stride",
+                                "quick_sweep_tokens"), 1)
+        require_at_least(self, ("stream_tokens", "stream_sinks", "quick_stream_tokens",
+                                "threads"), 0)
         for name in ("windows", "quick_windows"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a non-empty list of sizes >= 1")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from interp import attention
+from interp.config import require_at_least
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,7 @@ class RetrievalModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"), 1)
         if self.short_conv < 0:
             raise ValueError(f"short_conv must be >= 0, got {self.short_conv}")
         if self.mlp_ratio < 0:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from interp.config import require_at_least
 from interp.retrieval.model import RetrievalModel, RetrievalModelConfig
 from interp.tasks import IGNORE_INDEX, MQARConfig, TaskBatch, mqar
 
@@ -53,9 +54,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "test_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("steps", "batch_size", "test_size"), 1)
         if self.warmup < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("warmup and weight_decay must be >= 0 and lr > 0")
 
