@@ -37,7 +37,6 @@ A run directory holds::
 from __future__ import annotations
 
 import dataclasses
-import random
 import re
 import sys
 import time
@@ -264,15 +263,6 @@ def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, 
     return kind, cfg, spec
 
 
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
     """Refuse to resume sweep points of a different experiment in the same directory."""
     import json
@@ -346,7 +336,7 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     report = _new_report(kind, spec, source_name, quick, config, out_dir)
     ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress,
                      seed=spec["seed"])
-    _seed_everything(spec["seed"])
+    shard.seed_everything(spec["seed"])
     status, error = "finished", None
     try:
         kind.run(cfg, ctx)

@@ -117,15 +117,20 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
-def seed_all(*parts: Any) -> int:
-    """Seed ``random``, numpy and torch (all devices) from :func:`derive_seed`; returns it."""
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy and torch (all devices) with ``seed``."""
     import numpy as np
     import torch
 
-    seed = derive_seed(*parts)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_all(*parts: Any) -> int:
+    """Seed ``random``, numpy and torch (all devices) from :func:`derive_seed`; returns it."""
+    seed = derive_seed(*parts)
+    seed_everything(seed)
     return seed
 
 
