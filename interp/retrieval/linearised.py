@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp.models.toy import token_losses
 from interp.tasks.kv_lookup import KVLookupBatch, KVLookupConfig
 
 #: Named layer subsets, ``name -> (n_layers -> layer indices)``.
@@ -125,8 +126,7 @@ def perplexity(model, windows: Tensor, batch_size: int = 4) -> float:
     dev = _device(model)
     for i in range(0, windows.shape[0], batch_size):
         tokens = windows[i:i + batch_size].to(dev)                   # [b, n]
-        logp = model(tokens)[:, :-1].float().log_softmax(-1)         # [b, n-1, vocab]
-        nll = -logp.gather(2, tokens[:, 1:, None])[..., 0]           # [b, n-1]
+        nll = token_losses(model(tokens), tokens)                    # [b, n-1]
         total += nll.sum().item()
         count += nll.numel()
     return math.exp(total / count)

@@ -85,7 +85,8 @@ class StreamResult:
 
 
 def _ppl(nll: Tensor) -> float:
-    return float(torch.exp(nll.mean())) if nll.numel() else math.nan
+    """``exp(mean nll)`` in float64; NaN for no tokens."""
+    return float(torch.exp(nll.double().mean())) if nll.numel() else math.nan
 
 
 def _nll(logits: Tensor, targets: Tensor) -> Tensor:

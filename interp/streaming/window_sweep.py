@@ -21,13 +21,10 @@ import torch
 from torch import Tensor
 
 from interp.models.toy import token_losses
+from interp.streaming.evaluate import _ppl
 from interp.swap import swap_attention
 
 COLUMNS = ["window", "sinks", "ppl", "ppl_beyond", "n_beyond"]
-
-
-def _ppl(nll: Tensor) -> float:
-    return float(torch.exp(nll.double().mean())) if nll.numel() else math.nan
 
 
 @torch.no_grad()
