@@ -10,12 +10,6 @@ from interp.streaming import StreamingLM
 
 
 @pytest.fixture(scope="module")
-def lm(smollm2_hf):
-    model, tok = smollm2_hf
-    return StreamingLM(model, tok)
-
-
-@pytest.fixture(scope="module")
 def ids():
     g = torch.Generator().manual_seed(3)
     return torch.randint(0, 49152, (1, 40), generator=g)

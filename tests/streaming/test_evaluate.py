@@ -13,12 +13,6 @@ from interp.streaming import StreamingLM, evaluate_stream, stream_tokens
 
 
 @pytest.fixture(scope="module")
-def lm(smollm2_hf):
-    model, tok = smollm2_hf
-    return StreamingLM(model, tok)
-
-
-@pytest.fixture(scope="module")
 def text():
     from interp.data import load_text
 

@@ -7,15 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.streaming import StreamingLM, evaluate_stream, stream_tokens
+from interp.streaming import evaluate_stream, stream_tokens
 from interp.streaming.window_sweep import blowup_table, window_sweep
 
 
 @pytest.mark.slow
-def test_sweep_equals_streaming_cache(smollm2):
+def test_sweep_equals_streaming_cache(smollm2, lm):
     from interp.data import load_text
 
-    lm = StreamingLM.from_name("smollm2-135m")
     toks = stream_tokens(lm.tokenizer, load_text("alice"), 120)
     r = evaluate_stream(lm, toks, window=16, sinks=4, modes=("window", "sink"), chunk=60,
                         progress=False)
