@@ -64,3 +64,19 @@ def toy_induction_dir():
     except FileNotFoundError:
         train_toy_induction(cfg, progress=False)
     return default_dir(cfg.name)
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """``family_dir(name)`` -> folder holding a tiny random model of that family (built once
+    per session; see tests/families/tiny.py)."""
+    from tests.families.tiny import build_family
+
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = build_family(name, tmp_path_factory.mktemp(f"family-{name}"))
+        return built[name]
+
+    return get
