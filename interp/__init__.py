@@ -3,7 +3,10 @@
 Public entry points (imported lazily so ``import interp`` stays fast):
 
 - :func:`interp.list_models` / :func:`interp.load_model` -- the model registry
-  (pretrained models from registry packages, toy models from configs).
+  (pretrained models from registry packages, toy models from configs) and any HF model by
+  hub id, folder or GGUF file; :func:`interp.wrap` hooks an HF model you already have.
+- :func:`interp.describe_layers` -- what each attention layer does (scale, window, softcap,
+  q/k norm, rotary), as every swap and hand-recomputing probe reads it.
 - :mod:`interp.attention` -- registry of attention implementations.
 - :func:`interp.swap_attention` -- put an implementation into a hooked model.
 - :mod:`interp.probes` -- induction, sink, retrieval, distraction, locality probes.
@@ -19,6 +22,8 @@ _LAZY = {
     "list_models": ("interp.models.registry", "list_models"),
     "load_model": ("interp.models.registry", "load_model"),
     "swap_attention": ("interp.swap", "swap_attention"),
+    "wrap": ("interp.models.loading", "wrap"),
+    "describe_layers": ("interp.models.arch", "describe_layers"),
 }
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from interp.models.loading import ensure_info
 from interp.hooks import attach
 from interp.probes.common import check_tokens
 
@@ -152,7 +153,7 @@ def induction_task(model, batch: int = 8, seg_len: int = 20, seed: int = 0,
     from interp.probes.induction import bos_id
     from interp.tasks import repeated_tokens
 
-    toy = getattr(getattr(model, "interp_info", None), "kind", "") == "toy"
+    toy = ensure_info(model).kind == "toy"
     bos = 0 if toy else bos_id(model)          # the toy recipes put BOS = 0 first
     low = 1 if toy else (0 if model.tokenizer is None else min(1000, model.cfg.d_vocab // 2))
 

@@ -13,6 +13,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from interp.models.loading import ensure_info
 from interp.cli import UserError, arguments, command, write_table
 
 
@@ -56,7 +57,7 @@ def _sink(model, tokens, args) -> pd.DataFrame:
         body = text_windows(model.tokenizer, load_text("alice"), n=args.batch, length=63,
                             skip=200)
         bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos else None
-        if getattr(model.interp_info, "causal", True) and bos is not None:
+        if ensure_info(model).causal and bos is not None:
             body = torch.cat([torch.full((body.shape[0], 1), bos), body], dim=1)
         tokens = check_tokens(model, body)
     return sink_probe_table(model, tokens)

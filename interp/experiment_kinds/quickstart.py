@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from interp.models.loading import ensure_info
 from interp.config import require_at_least
 from interp.experiments import RunContext, experiment
 
@@ -130,7 +131,7 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
 
     stage("load model")
     model = interp.load_model(cfg.model)
-    info = model.interp_info
+    info = ensure_info(model)
     batch = cfg.quick_batch if ctx.quick else cfg.batch
     ctx.report.facts["model"] = (f"{cfg.model} ({model.cfg.n_layers} layers x "
                                  f"{model.cfg.n_heads} heads)")

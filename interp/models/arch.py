@@ -157,9 +157,10 @@ def _unsupported(hf_attn, cfg, bridge_cfg) -> list[str]:
         (getattr(cfg, "alibi", False) is True, "ALiBi position biases"),
     ]
     out.extend(name for hit, name in checks if hit)
-    qn = getattr(hf_attn, "q_norm", None)
-    if qn is not None and getattr(getattr(qn, "weight", None), "ndim", 1) != 1:
-        out.append("q/k norm over all heads at once (pre-reshape)")
+    qn = getattr(getattr(hf_attn, "q_norm", None), "weight", None)
+    head_dim = getattr(hf_attn, "head_dim", None)
+    if qn is not None and qn.ndim == 1 and head_dim and qn.numel() != head_dim:
+        out.append("q/k norm over all heads at once (pre-reshape, OLMo-2)")
     return out
 
 
@@ -184,8 +185,10 @@ def describe_layer(cfg, hf_attn, layer: int, *, causal: bool, bridge: str,
                    or _first(cfg, "head_dim", default=0)
                    or _first(cfg, "hidden_size", "n_embd") // n_heads)
     layer_types = getattr(cfg, "layer_types", None)
-    layer_type = (layer_types[layer] if layer_types else
-                  "full_attention" if causal else "bidirectional")
+    window = _sliding_window(model_type, cfg, hf_attn,
+                             layer_types[layer] if layer_types else "")
+    layer_type = (layer_types[layer] if layer_types else "bidirectional" if not causal
+                  else "sliding_attention" if window is not None else "full_attention")
     scaling = float(_first(hf_attn, "scaling", default=head_dim ** -0.5))
     unsupported = _unsupported(hf_attn, cfg, bridge_cfg)
     if model_type == "gpt2":
@@ -198,7 +201,7 @@ def describe_layer(cfg, hf_attn, layer: int, *, causal: bool, bridge: str,
     return LayerAttention(
         layer=layer, family=model_type, bridge=bridge, layer_type=layer_type,
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, scaling=scaling, causal=causal,
-        sliding_window=_sliding_window(model_type, cfg, hf_attn, layer_type),
+        sliding_window=window,
         softcap=None if softcap is None else float(softcap),
         qk_norm=getattr(hf_attn, "q_norm", None) is not None,
         rotary_dim=int(head_dim * _rotary_fraction(cfg)) if rotary else None,

@@ -72,7 +72,8 @@ def unknown_model_error(name: str) -> ValueError:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ValueError(f"unknown model {name!r}.{hint} Available: {', '.join(names)}; "
-                      f"or 'toy:<checkpoint folder>'.")
+                      f"or 'toy:<checkpoint folder>', a folder with config.json, a .gguf "
+                      f"file, or a Hugging Face hub id 'owner/name'.")
 
 
 def model_path(name: str) -> Path:
@@ -96,47 +97,52 @@ def load_hf(name: str, dtype: torch.dtype | str | None = None):
 
 
 def load_model(name: str, device: str | torch.device | None = None,
-               dtype: torch.dtype | str | None = None):
-    """Load a hooked model by registry name.
+               dtype: torch.dtype | str | None = None, *, trust_remote_code: bool = False):
+    """Load a hooked model: a registry name, a toy checkpoint, a local folder, a GGUF file or
+    a Hugging Face hub id.
 
     Args:
-        name: ``"smollm2-135m"``, ``"minilm-l6"`` or ``"toy:<checkpoint folder or name>"``
-            (see :func:`list_models`).
+        name: ``"smollm2-135m"``, ``"minilm-l6"`` (see :func:`list_models`),
+            ``"toy:<checkpoint folder or name>"``, a folder with ``config.json`` + weights,
+            a ``.gguf`` file path, or a hub id ``"owner/name"`` (read through the normal HF
+            cache; honours ``HF_HUB_OFFLINE``).
         device: torch device (default CPU).
         dtype: ``torch.float32`` (default), ``float16``/``bfloat16`` or their names.
+        trust_remote_code: allow code shipped with a checkpoint to run (off by default; a
+            model that needs it is refused with a message naming this option).
 
     Returns:
         A ``transformer_lens.model_bridge.TransformerBridge`` in eval mode, with
-        ``.interp_info`` (:class:`ModelInfo`).
+        ``.interp_info`` (:class:`ModelInfo`: family, causal, n_ctx, bos, ...).
 
     Raises:
-        ValueError: unknown name (the message lists the available ones).
-        interp.models.cache.CacheError: the weights could not be fetched (the message says
-            how to fill the cache by hand).
+        ValueError: unknown name (the message lists the available ones); a folder without
+            config.json; a hub id that is not cached while offline
+            (:class:`interp.models.loading.ModelLoadError`).
+        NotImplementedError: an architecture TransformerLens cannot wrap exactly.
+        interp.models.cache.CacheError: registry weights could not be fetched (the message
+            says how to fill the cache by hand).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if not isinstance(name, (str, Path)):
+        raise TypeError(f"model name must be a string or path, got {type(name).__name__}")
+    name = str(name)
     torch_dtype = _dtype(dtype)
     if name.startswith(TOY_PREFIX):
         from interp.models.toy import load_toy
 
         model = load_toy(name[len(TOY_PREFIX):], device=device, dtype=torch_dtype)
         info = ModelInfo(name=name, kind="toy", causal=True, has_lm_head=True,
-                         n_ctx=model.cfg.n_ctx)
+                         n_ctx=model.cfg.n_ctx, family="toy")
         model.interp_info = info
         return model
-    if name not in PRETRAINED:
-        raise unknown_model_error(name)
-    from transformer_lens.model_bridge import TransformerBridge
+    from interp.models.loading import load_hf_any, looks_like_hub_id, wrap
 
-    spec = PRETRAINED[name]
-    path = model_path(name)
-    hf_model, tok = spec.load_hf(path, torch_dtype)
-    if device is not None:
-        hf_model = hf_model.to(device)
-    model = TransformerBridge.boot_transformers(str(path), hf_model=hf_model, tokenizer=tok,
-                                                device=device, dtype=torch_dtype)
-    model.eval()
-    model.interp_info = ModelInfo(name=name, kind="pretrained", causal=spec.causal,
-                                  has_lm_head=spec.has_lm_head, n_ctx=model.cfg.n_ctx)
-    return model
+    if name in PRETRAINED:
+        spec = PRETRAINED[name]
+        hf_model, tok = spec.load_hf(model_path(name), torch_dtype)
+        return wrap(hf_model, tok, name=name, kind="pretrained", device=device,
+                    has_lm_head=spec.has_lm_head)
+    if Path(name).expanduser().exists() or looks_like_hub_id(name):
+        hf_model, tok, kind = load_hf_any(name, torch_dtype, trust_remote_code)
+        return wrap(hf_model, tok, name=name, kind=kind, device=device)
+    raise unknown_model_error(name)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from interp.models.loading import ensure_info
 from interp.hooks import attach
 
 _LAYER = re.compile(r"blocks\.(\d+)\.")
@@ -31,8 +32,7 @@ def pattern_hook_name(layer: int) -> str:
 
 
 def context_length(model) -> int:
-    info = getattr(model, "interp_info", None)
-    return int(info.n_ctx if info is not None else model.cfg.n_ctx)
+    return int(ensure_info(model).n_ctx)
 
 
 def check_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -81,7 +81,7 @@ def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor,
     rows = []
     for p in prompts:
         ids = tok(p, add_special_tokens=False).input_ids
-        if getattr(model.interp_info, "causal", True) is False:      # encoders: [CLS] .. [SEP]
+        if ensure_info(model).causal is False:      # encoders: [CLS] .. [SEP]
             ids = tok(p).input_ids
         elif bos and tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]

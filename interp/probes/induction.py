@@ -25,6 +25,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from interp.models.loading import ensure_info
 from interp.probes.common import check_tokens, layer_of, pattern_hook_name, run_probe
 from interp.tasks import repeated_tokens
 from interp.weights import head_weights
@@ -35,7 +36,7 @@ SCORE_COLUMNS = ["induction", "prefix_matching", "previous_token", "duplicate_to
 def bos_id(model) -> int | None:
     """The token the model's convention puts first (None when it prepends nothing)."""
     tok = model.tokenizer
-    if getattr(model.interp_info, "kind", "") == "toy":
+    if ensure_info(model).kind == "toy":
         return None
     if tok is not None and tok.bos_token_id is not None and model.cfg.default_prepend_bos:
         return int(tok.bos_token_id)
@@ -90,9 +91,10 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
     """
     tokens = check_tokens(model, tokens)
     b, n = tokens.shape
-    if offset is None:
-        bos = bos_id(model)
-        offset = int(bos is not None and bool((tokens[:, 0] == bos).all()))
+    if offset is None:      # a leading BOS (by the model's convention or the tokenizer's id)
+        tok = getattr(model, "tokenizer", None)
+        starts = {bos_id(model), getattr(tok, "bos_token_id", None)} - {None}
+        offset = int(any(bool((tokens[:, 0] == b).all()) for b in starts))
     if seg_len is not None and not 1 <= seg_len <= (n - offset) // 2:
         raise ValueError(f"seg_len {seg_len} does not fit a repeated sequence of {n} tokens")
     prefix, dup = _token_masks(tokens)

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from interp.models.loading import ensure_info
 from interp.attention import AttentionImpl, get as get_attention
 from interp.attention.base import SparseAttention
 from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
@@ -58,7 +59,7 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
     n = tokens.shape[1]
     if not 0 <= min_query < n:
         raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
-    causal = bool(getattr(model.interp_info, "causal", True))
+    causal = ensure_info(model).causal
     masks = {name: allowed_mask(impl, n, causal).to(tokens.device).float()
              for name, impl in layouts.items()}
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)

