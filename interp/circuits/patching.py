@@ -28,6 +28,13 @@ Architecture
   **GQA** (smollm2: 3 KV heads for 9 query heads): k and v exist per KV head, so patching a
   receiver's k/v changes the shared KV head; to keep the effect to the ONE receiver query head,
   the other query heads of that KV group get their base ``hook_z`` back in the same forward.
+  **Exact on every family or refused.** The hand projection ``ln1(resid + delta)`` is exact
+  only where a head's write to the residual is linear in its ``z`` and the receiver reads
+  ``ln1(resid_pre)``. Gemma 2/3 (and OLMo-2) normalise the attention output before adding it
+  (``ln1_post``), so there (``method="auto"``) the receiver's input is instead read from a
+  whole forward of the base tokens with the sender's ``z`` from the source run and every other
+  head output and MLP output between sender and receiver frozen at base; the projection is
+  refused by name if asked for. Encoders (post-LN BERT) are refused.
 """
 from __future__ import annotations
 
@@ -249,7 +256,10 @@ def n_kv_heads(model) -> int:
 
 def w_out(model, layer: int) -> torch.Tensor:
     """``W_O`` of ``layer`` as ``[head, d_head, d_model]`` (head ``h`` writes ``z_h @ W_O[h]``)."""
-    w = _raw(model.blocks[layer].attn.o).weight                    # [d_model, H*dh]
+    lin = _raw(model.blocks[layer].attn.o)
+    w = lin.weight                                                  # [d_model, H*dh]
+    if type(lin).__name__ == "Conv1D":                              # GPT-2: [H*dh, d_model]
+        w = w.T
     H, dh = model.cfg.n_heads, model.cfg.d_head
     return w.T.reshape(H, dh, -1)
 
@@ -371,7 +381,7 @@ def _patch_layers(model, task, direction, hook_name, n_cells, cell_patch, layers
             rows.append({"layer": chunk["layer"], "cell": c, "metric": float(m),
                          "normalised": normalise(float(m), ref["clean"], ref["corrupted"])})
     df = pd.DataFrame(rows)[["layer", "cell", "metric", "normalised"]]
-    df.attrs.update(ref, direction=direction)
+    df.attrs.update(ref, direction=direction, method=method)
     return df
 
 
@@ -414,9 +424,60 @@ def patch_heads(model, task: PatchingTask, direction: Direction = "denoise",
 
 # ----------------------------------------------------------------------------- path patching
 @torch.no_grad()
+def projection_exact(model, layers: Sequence[int]) -> str | None:
+    """None when :func:`project` reproduces the receiver inputs of ``layers`` exactly, else the
+    reason it does not (a norm after attention, an encoder, an unsupported layer)."""
+    from interp.models.arch import describe_layers
+
+    specs = describe_layers(model)
+    for layer in layers:
+        spec, block = specs[layer], model.blocks[layer]
+        if not spec.causal:
+            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
+        if "ln1_post" in block._modules:
+            return (f"{spec.describe()}: the attention output is normalised before the residual "
+                    f"(post_attention_layernorm), so a head's write is not z @ W_O")
+        if spec.unsupported:
+            return f"{spec.describe()}: {spec.unsupported[0]}"
+    return None
+
+
+def _inputs_by_forward(model, base_tokens, src, base, snd, rl: int, x: str, target: int):
+    """Receiver input ``hook_{x}`` of head ``target`` at layer ``rl`` ``[S*b, n, dh]``, read
+    from whole forwards (one per sender): base tokens, the sender's z from the source run,
+    every other head's z and every MLP output in layers ``[sender, rl)`` frozen at base."""
+    outs = []
+    for sl, sh in snd:
+        def sender(z, hook, sl=sl, sh=sh):
+            z = base[f"blocks.{sl}.attn.hook_z"].clone()
+            z[:, :, sh] = src[f"blocks.{sl}.attn.hook_z"][:, :, sh]
+            return z
+
+        def frozen(name):
+            return lambda act, hook: base[name]
+
+        grab = {}
+
+        def read(act, hook):
+            grab["x"] = act[:, :, target].clone()
+            return act
+
+        hooks = [(f"blocks.{sl}.attn.hook_z", sender)]
+        hooks += [(f"blocks.{l}.attn.hook_z", frozen(f"blocks.{l}.attn.hook_z"))
+                  for l in range(sl + 1, rl)]
+        hooks += [(f"blocks.{l}.hook_mlp_out", frozen(f"blocks.{l}.hook_mlp_out"))
+                  for l in range(sl, rl)]
+        hooks.append((f"blocks.{rl}.attn.hook_{x}", read))
+        with torch.no_grad(), attach(model, hooks):
+            model(base_tokens)
+        outs.append(grab["x"])
+    return torch.stack(outs).flatten(0, 1)
+
+
 def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
                receivers: Sequence[tuple[int, int]], inputs: Sequence[str] = INPUTS,
-               direction: Direction = "denoise", progress: bool = False) -> pd.DataFrame:
+               direction: Direction = "denoise", progress: bool = False,
+               method: Literal["auto", "projection", "forward"] = "auto") -> pd.DataFrame:
     """Path patching sender head -> receiver head through the receiver's q, k or v input.
 
     For each (sender, receiver, input) with ``sender_layer < receiver_layer``: the base run
@@ -426,11 +487,33 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
     base value (they see the unmodified base residual). For k/v under GQA the KV head is shared;
     the other query heads of the group are restored to their base ``hook_z`` (see module doc).
 
+    ``method``: ``"projection"`` recomputes the receiver input by hand (one forward per
+    receiver for all senders), ``"forward"`` reads it from whole forwards with everything else
+    frozen (one more forward per sender), ``"auto"`` takes the projection where it is exact
+    (:func:`projection_exact`) and the forwards elsewhere.
+
     Returns:
         DataFrame ``sender_layer, sender_head, receiver_layer, receiver_head, input, metric,
-        normalised``.
+        normalised`` (``attrs["method"]``: the method used).
+
+    Raises:
+        NotImplementedError: ``method="projection"`` on a model where it is not exact, or an
+            encoder.
     """
     task = task.checked(model)
+    if not ensure_info(model).causal:
+        raise NotImplementedError("path_patch: encoders (post-LN BERT) are not supported: ln1 "
+                                  "follows attention there, so receiver inputs are not "
+                                  "ln1(resid_pre)")
+    involved = sorted({l for l, _ in senders} | {l for l, _ in receivers})
+    why = projection_exact(model, involved)
+    if method == "auto":
+        method = "projection" if why is None else "forward"
+    elif method == "projection" and why is not None:
+        raise NotImplementedError(f"path_patch: the hand projection is not exact here: {why}; "
+                                  f"use method='forward' (or 'auto')")
+    elif method not in ("projection", "forward"):
+        raise ValueError(f"method must be 'auto', 'projection' or 'forward', got {method!r}")
     base_tokens, src_tokens = _base_src(task, direction)
     ref = baseline(model, task)
     b = task.batch
@@ -438,6 +521,10 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
     layers = sorted({l for l, _ in senders} | {l for l, _ in receivers})
     names = [f"blocks.{l}.attn.hook_z" for l in layers]
     names += [f"blocks.{l}.hook_resid_pre" for l in layers]
+    if method == "forward":
+        between = range(min(layers), max(layers) + 1)
+        names = sorted({*names, *(f"blocks.{l}.attn.hook_z" for l in between),
+                        *(f"blocks.{l}.hook_mlp_out" for l in between)})
     _, base = run_cache(model, base_tokens, names)
     _, src = run_cache(model, src_tokens, [f"blocks.{l}.attn.hook_z" for l in layers])
     rows = []
@@ -448,14 +535,18 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
         snd = [s for s in senders if s[0] < rl]
         if not snd:
             continue
-        resid = base[f"blocks.{rl}.hook_resid_pre"]                       # [b, n, d]
-        deltas = []
-        for sl, sh in snd:
-            dz = (src[f"blocks.{sl}.attn.hook_z"] - base[f"blocks.{sl}.attn.hook_z"])[:, :, sh]
-            deltas.append(dz @ w_out(model, sl)[sh].to(dz.dtype))
-        x_in = resid[None] + torch.stack(deltas)                            # [S, b, n, d]
         target = rh if x == "q" else rh // group
-        new = project(model, rl, x, x_in, target).flatten(0, 1)             # [S*b, n, dh]
+        if method == "forward":
+            new = _inputs_by_forward(model, base_tokens, src, base, snd, rl, x, target)
+        else:
+            resid = base[f"blocks.{rl}.hook_resid_pre"]                   # [b, n, d]
+            deltas = []
+            for sl, sh in snd:
+                dz = (src[f"blocks.{sl}.attn.hook_z"]
+                      - base[f"blocks.{sl}.attn.hook_z"])[:, :, sh]
+                deltas.append(dz @ w_out(model, sl)[sh].to(dz.dtype))
+            x_in = resid[None] + torch.stack(deltas)                        # [S, b, n, d]
+            new = project(model, rl, x, x_in, target).flatten(0, 1)         # [S*b, n, dh]
         z_base = base[f"blocks.{rl}.attn.hook_z"].repeat(len(snd), 1, 1, 1)
         keep = [h for h in range(model.cfg.n_heads) if h // group == target and h != rh]
 
@@ -480,5 +571,5 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
                          "normalised": normalise(m, ref["clean"], ref["corrupted"])})
     df = pd.DataFrame(rows, columns=["sender_layer", "sender_head", "receiver_layer",
                                      "receiver_head", "input", "metric", "normalised"])
-    df.attrs.update(ref, direction=direction)
+    df.attrs.update(ref, direction=direction, method=method)
     return df

@@ -1,0 +1,46 @@
+"""Path patching on every causal family: the hand projection of the receiver input equals
+whole forwards with everything else frozen where it is exact, and is refused where a norm
+after attention (Gemma 2/3) makes a head's write non-linear; ``auto`` picks the exact one."""
+from __future__ import annotations
+
+import pytest
+
+import interp
+from interp.circuits.patching import induction_task, path_patch
+from tests.families.tiny import CAUSAL
+
+SENDERS = [(0, h) for h in range(4)]
+RECEIVERS = [(1, 0), (2, 3)]
+
+
+@pytest.fixture(scope="module")
+def tiny(family_dir):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model = interp.load_model(family_dir(name))
+            cache[name] = (model, induction_task(model, batch=2, seg_len=6, seed=0))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_path_patch_exact_or_forward(tiny, name):
+    model, task = tiny(name)
+    post_norm = "ln1_post" in model.blocks[0]._modules
+    forward = path_patch(model, task, SENDERS, RECEIVERS, method="forward")
+    auto = path_patch(model, task, SENDERS, RECEIVERS)
+    assert len(forward) == len(SENDERS) * len(RECEIVERS) * 3
+    if post_norm:
+        assert auto.attrs["method"] == "forward"
+        with pytest.raises(NotImplementedError, match="post_attention_layernorm"):
+            path_patch(model, task, SENDERS, RECEIVERS, method="projection")
+        assert (auto["metric"] - forward["metric"]).abs().max() == 0
+        return
+    assert auto.attrs["method"] == "projection"
+    scale = forward["metric"].abs().max()
+    assert (auto["metric"] - forward["metric"]).abs().max() <= 1e-5 * max(1.0, scale)
+    # the patch did something: not every path leaves the metric at its base value
+    assert (forward["metric"] - forward.attrs["corrupted"]).abs().max() > 1e-6
