@@ -60,6 +60,22 @@ class HeadGraph:
 
     @classmethod
     def of(cls, model) -> "HeadGraph":
+        """The graph of ``model``.
+
+        Raises:
+            NotImplementedError: a model where rebuilding receiver inputs by hand is not exact
+                (Gemma's post-attention norms, parallel attention + MLP blocks, encoders);
+                the message names the layer and why. Node-level patching
+                (``patch_heads``, ``path_patch``) still works there.
+        """
+        from interp.circuits.patching import edges_exact
+
+        why = edges_exact(model)
+        if why is not None:
+            raise NotImplementedError(
+                f"edge-level circuits (ACDC, EAP, edge attribution, head_circuit) cannot "
+                f"rebuild receiver inputs exactly on this model: {why}. Refusing rather than "
+                f"computing a circuit the model does not have")
         return cls(model.cfg.n_layers, model.cfg.n_heads, n_kv_heads(model),
                    not bool(getattr(model.cfg, "attn_only", False)))
 

@@ -381,7 +381,7 @@ def _patch_layers(model, task, direction, hook_name, n_cells, cell_patch, layers
             rows.append({"layer": chunk["layer"], "cell": c, "metric": float(m),
                          "normalised": normalise(float(m), ref["clean"], ref["corrupted"])})
     df = pd.DataFrame(rows)[["layer", "cell", "metric", "normalised"]]
-    df.attrs.update(ref, direction=direction, method=method)
+    df.attrs.update(ref, direction=direction)
     return df
 
 
@@ -440,6 +440,18 @@ def projection_exact(model, layers: Sequence[int]) -> str | None:
         if spec.unsupported:
             return f"{spec.describe()}: {spec.unsupported[0]}"
     return None
+
+
+def edges_exact(model) -> str | None:
+    """None when the edge-level graph (:mod:`interp.circuits.graph`: ACDC, EAP, edge
+    attribution, ``head_circuit``) is exact for ``model``, else the reason: it needs
+    :func:`projection_exact` on every layer and sequential blocks (the MLP reads the residual
+    after its own layer's attention)."""
+    why = projection_exact(model, range(model.cfg.n_layers))
+    if why is None and bool(getattr(model.cfg, "parallel_attn_mlp", False)):
+        why = (f"{ensure_info(model).family}: attention and MLP run in parallel on the same "
+               f"residual (use_parallel_residual), so a layer's heads do not feed its own MLP")
+    return why
 
 
 def _inputs_by_forward(model, base_tokens, src, base, snd, rl: int, x: str, target: int):

@@ -98,7 +98,7 @@ def _tokens(model, args):
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=sorted(PROBES), help="; ".join(
         f"{k}: {v.help}" for k, v in sorted(PROBES.items())))
-    p.add_argument("--model", default="smollm2-135m", help="registry name (see `interp models`)")
+    p.add_argument("--model", default="smollm2-135m", help="registry name (see `interp models`), model folder, .gguf file or hub id")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="probe this text")
     src.add_argument("--text", help="probe the text in this file (first --max-tokens tokens)")

@@ -20,7 +20,7 @@ def _window(value: str) -> int | tuple[int, int]:
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name (interp models)")
+    p.add_argument("--model", required=True, help="registry name (interp models), model folder, .gguf file or hub id")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the text to run")
     src.add_argument("--text", metavar="FILE", help="read the text from this file (UTF-8)")

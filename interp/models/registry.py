@@ -86,14 +86,22 @@ def model_path(name: str) -> Path:
 
 
 def load_hf(name: str, dtype: torch.dtype | str | None = None):
-    """The plain HF model and tokenizer for pretrained ``name`` (eager attention).
+    """The plain HF model and tokenizer (eager attention) for a registry name, a folder, a
+    ``.gguf`` file or a hub id (see :func:`load_model`).
 
-    Returns ``(hf_model, tokenizer)``; useful as an independent reference.
+    Returns ``(hf_model, tokenizer)``; useful as an independent reference and for the paths
+    that run HF modules directly (streaming cache, cached generation).
     """
-    path = model_path(name)
-    model, tok = PRETRAINED[name].load_hf(path, _dtype(dtype))
-    model.eval()
-    return model, tok
+    name = str(name)
+    if name in PRETRAINED:
+        model, tok = PRETRAINED[name].load_hf(model_path(name), _dtype(dtype))
+        return model.eval(), tok
+    from interp.models.loading import load_hf_any, looks_like_hub_id
+
+    if Path(name).expanduser().exists() or looks_like_hub_id(name):
+        model, tok, _ = load_hf_any(name, _dtype(dtype))
+        return model, tok
+    raise unknown_model_error(name)
 
 
 def load_model(name: str, device: str | torch.device | None = None,

@@ -44,3 +44,24 @@ def test_path_patch_exact_or_forward(tiny, name):
     assert (auto["metric"] - forward["metric"]).abs().max() <= 1e-5 * max(1.0, scale)
     # the patch did something: not every path leaves the metric at its base value
     assert (forward["metric"] - forward.attrs["corrupted"]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_edge_circuits_reproduce_endpoints_or_refuse(tiny, name):
+    """With every edge the circuit run must be the clean run, with none the corrupted run
+    (ACDC's rule; exact where the graph is): a family where the hand-rebuilt inputs would
+    differ (Gemma post-norms, GPT-NeoX parallel blocks) is refused by name."""
+    import torch
+
+    from interp.circuits.graph import CircuitRunner
+
+    model, task = tiny(name)
+    post_norm = "ln1_post" in model.blocks[0]._modules
+    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
+    if post_norm or parallel:
+        with pytest.raises(NotImplementedError, match="post_attention_layernorm|parallel"):
+            CircuitRunner(model, task)
+        return
+    r = CircuitRunner(model, task)
+    assert r.metric(r.valid) == pytest.approx(r.clean_metric, abs=1e-5)
+    assert r.metric(torch.zeros_like(r.valid)) == pytest.approx(r.corrupted_metric, abs=1e-5)
