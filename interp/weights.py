@@ -11,7 +11,11 @@
 With ``fold_norms=True`` (default) the elementwise scale of each block's first norm (``ln1``:
 LayerNorm or RMSNorm weight) is folded into the rows of W_Q/W_K/W_V, and the final norm's
 scale into W_U, so circuits read through the norms' learned scales (the normalisation itself
-and biases are left out, as in Elhage et al. 2021). RoPE is not part of W_Q/W_K.
+and biases are left out, as in Elhage et al. 2021). Where a norm follows attention before the
+residual (Gemma 2/3 ``post_attention_layernorm``, TransformerLens ``ln1_post``) its scale is
+folded into the columns of W_O. Gemma's RMSNorms scale by ``1 + weight``
+(``cfg.rmsnorm_uses_offset``); that offset is applied. RoPE and q/k norms are not part of
+W_Q/W_K.
 """
 from __future__ import annotations
 
@@ -38,10 +42,13 @@ class HeadWeights:
         return self.W_Q.shape[1]
 
 
-def _norm_weight(norm_bridge) -> torch.Tensor | None:
+def _norm_weight(norm_bridge, offset: bool = False) -> torch.Tensor | None:
+    """The elementwise scale a norm applies (``1 + weight`` for Gemma-style RMSNorms)."""
     comp = getattr(norm_bridge, "original_component", None)
     w = getattr(comp, "weight", None)
-    return w.detach().float() if isinstance(w, torch.Tensor) else None
+    if not isinstance(w, torch.Tensor):
+        return None
+    return w.detach().float() + 1.0 if offset else w.detach().float()
 
 
 @torch.no_grad()
@@ -59,14 +66,18 @@ def head_weights(model, fold_norms: bool = True) -> HeadWeights:
     W_E = model.W_E.detach().float().cpu()
     W_U = model.W_U.detach().float().cpu()
     if fold_norms:
+        offset = bool(getattr(model.cfg, "rmsnorm_uses_offset", False))
         for layer, block in enumerate(model.blocks):
-            w = _norm_weight(getattr(block, "ln1", None))
+            w = _norm_weight(getattr(block, "ln1", None), offset)
             if w is not None:
                 w = w.cpu()[None, :, None]
                 W_Q[layer] = W_Q[layer] * w
                 W_K[layer] = W_K[layer] * w
                 W_V[layer] = W_V[layer] * w
-        w = _norm_weight(getattr(model, "ln_final", None))
+            post = _norm_weight(block._modules.get("ln1_post"), offset)
+            if post is not None:                        # Gemma: norm(attn_out) -> residual
+                W_O[layer] = W_O[layer] * post.cpu()[None, None, :]
+        w = _norm_weight(getattr(model, "ln_final", None), offset)
         if w is not None:
             W_U = W_U * w.cpu()[:, None]
     return HeadWeights(W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O, W_E=W_E, W_U=W_U)

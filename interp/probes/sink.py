@@ -7,7 +7,10 @@ Definitions (Gu et al. 2024, "When attention sink emerges in language models"; X
 
 - ``alpha(k) = 1/(T-k) * sum_{i>=k} A[i, k]``: mean attention paid to key ``k`` by the queries
   that can see it (causal models). For a bidirectional encoder every query sees every key,
-  so ``alpha(k) = 1/T * sum_i A[i, k]``.
+  so ``alpha(k) = 1/T * sum_i A[i, k]``. In a sliding-window layer (Gemma 2/3, Mistral, ...)
+  only queries with ``i - k < window`` can see key ``k``: the mean runs over those (read from
+  :func:`interp.describe_layers`), so a long prompt does not dilute a sliding layer's sink
+  with queries that cannot attend to it.
 - ``Sink_k^eps``: share of (sample, layer, head) with ``alpha(k) > eps`` (``eps = 0.3``).
 
 Architecture
@@ -29,6 +32,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from interp.models.arch import describe_layers
 from interp.models.loading import ensure_info
 from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
 from interp.hooks import attach
@@ -107,17 +111,26 @@ def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: flo
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     idx = torch.tensor(pos, device=tokens.device)
     q = torch.arange(n, device=tokens.device)
-    if causal:
-        valid = (q[:, None] >= idx[None, :]).float()                  # [T, P]: i >= k
-    else:
-        valid = torch.ones(n, len(pos), device=tokens.device)
-    count = valid.sum(0)                                              # [P]: T - k (or T)
+    windows = {s.layer: s.sliding_window for s in describe_layers(model)}
+
+    def visible(layer: int) -> torch.Tensor:
+        """``[T, P]``: query ``i`` can see key ``k`` in ``layer`` (causal: i >= k; and inside
+        the layer's own sliding window, where it has one)."""
+        diff = q[:, None] - idx[None, :]
+        ok = (diff >= 0) if causal else torch.ones_like(diff, dtype=torch.bool)
+        if windows.get(layer) is not None:
+            ok = ok & ((diff if causal else diff.abs()) < windows[layer])
+        return ok.float()
+
     alphas: dict[int, torch.Tensor] = {}
     kv: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def pattern_hook(pattern, hook):                  # [b, h, q, k]
+        layer = layer_of(hook.name)
+        valid = visible(layer)
+        count = valid.sum(0)                                          # [P]: T - k (or T)
         cols = pattern.float()[..., idx]                              # [b, h, T, P]
-        alphas[layer_of(hook.name)] = (cols * valid).sum(2) / count  # [b, h, P]
+        alphas[layer] = (cols * valid).sum(2) / count                # [b, h, P]; NaN: unseen
 
     def norm_hook(layer: int, which: str):
         def hook(x, hook):                            # [b, pos, kv_head, d]

@@ -233,3 +233,48 @@ def test_cli_probes_a_model_folder(family_dir, capsys):
     assert len(table) == model.cfg.n_layers
     got = table.set_index("layer")["mass_0"]
     assert (got - want).abs().max() < 1e-4          # the CLI prints 4 decimals
+
+
+@pytest.mark.parametrize("name", SLIDING)
+def test_sink_alpha_counts_only_queries_inside_the_window(family, name):
+    """alpha(k) = mean of A[i, k] over the queries that can see k: in a sliding layer, only
+    i - k < window (queries beyond it give exactly 0 and must not dilute the mean)."""
+    from interp.probes.sink import sink_scores
+
+    model, ref, ids = family(name)
+    with torch.no_grad():
+        att = torch.stack(ref(ids, output_attentions=True).attentions)   # [L, b, h, q, k]
+    df = sink_scores(model, ids, positions=(2,)).sort_values(["layer", "head"])
+    for spec in interp.describe_layers(model):
+        i = torch.arange(N)
+        seen = (i >= 2) & ((i - 2 < spec.sliding_window) if spec.sliding_window else True)
+        want = att[spec.layer][..., seen, 2].mean(-1).mean(0).double()   # [h]
+        got = torch.tensor(df[df["layer"] == spec.layer]["alpha"].to_numpy())
+        assert torch.allclose(got, want, atol=1e-5), spec.describe()
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gemma3"])
+def test_head_weights_fold_each_familys_norms(family, name):
+    """W_V, W_O, W_U as read from the HF modules by hand: the pre-attention norm's scale on
+    W_V's rows, Gemma's post-attention norm on W_O's columns, the final norm on W_U, with
+    Gemma's ``1 + weight`` convention."""
+    from interp.weights import head_weights
+
+    model, ref, _ = family(name)
+    hw = head_weights(model)
+    gemma = name.startswith("gemma")
+    inner = ref.model
+    H, d = hw.n_heads, hw.W_V.shape[-1]
+    group = H // ref.config.num_key_value_heads
+    for layer, block in enumerate(inner.layers):
+        att = block.self_attn
+        ln = block.input_layernorm.weight + (1.0 if gemma else 0.0)
+        w_v = (att.v_proj.weight.T * ln[:, None]).view(-1, H // group, d)      # [D, kv, d]
+        want_v = w_v.repeat_interleave(group, dim=1).permute(1, 0, 2)          # [H, D, d]
+        assert torch.allclose(hw.W_V[layer], want_v, atol=1e-6)
+        w_o = att.o_proj.weight.T.reshape(H, d, -1)                            # [H, d, D]
+        if gemma:
+            w_o = w_o * (1.0 + block.post_attention_layernorm.weight)
+        assert torch.allclose(hw.W_O[layer], w_o, atol=1e-6)
+    final = inner.norm.weight + (1.0 if gemma else 0.0)
+    assert torch.allclose(hw.W_U, ref.lm_head.weight.T * final[:, None], atol=1e-6)
