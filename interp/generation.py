@@ -14,9 +14,18 @@ Architecture
   with its own cache (``use_cache=True``, feeding one token per step with
   ``past_key_values``). Much faster; hooks of a bridge do not fire (it is another module).
 
+Refused (before any forward): an encoder (a bridge whose ``interp_info.causal`` is False, or an
+HF model that cannot generate, e.g. ``BertForMaskedLM``): "continuing" a bidirectional model
+token by token is not generation; and a plain HF model that a bridge has been booted around
+(its modules are bridge components now and its own cache gives wrong tokens; pass the bridge,
+or load a separate HF instance).
+
 Both stop at the first stop token (default: the tokenizer's EOS and ``<|im_end|>``) or after
 ``max_new_tokens``, and both are tested token for token against HF
-``generate(do_sample=False)`` (``tests/test_generation.py``).
+``generate(do_sample=False)`` (``tests/test_generation.py`` on smollm2;
+``tests/test_generation_families.py`` on a tiny random model of every causal family in
+``tests/families/tiny.py``, where the cached path's logits are also checked against full
+forwards at every step).
 """
 from __future__ import annotations
 
@@ -90,6 +99,41 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _family(model) -> str:
+    info = getattr(model, "interp_info", None)
+    if getattr(info, "family", None):
+        return str(info.family)
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    return str(getattr(cfg, "model_type", type(model).__name__))
+
+
+def _check_can_generate(model) -> None:
+    """Refuse models whose greedy continuation would be silently meaningless or wrong."""
+    if _is_bridge(model):
+        info = getattr(model, "interp_info", None)
+        if info is not None and not info.causal:
+            raise NotImplementedError(
+                f"greedy generation: {info.name} (family {_family(model)}) is a bidirectional "
+                f"encoder; it predicts masked tokens from both sides and does not generate "
+                f"text left to right")
+        return
+    can = getattr(model, "can_generate", None)
+    if callable(can) and not can():
+        raise NotImplementedError(
+            f"greedy generation: {type(model).__name__} (family {_family(model)}) is not a "
+            f"causal LM (transformers says it cannot generate); an encoder predicts masked "
+            f"tokens and does not generate text left to right")
+    wrapped = next((m for m in model.modules()
+                    if type(m).__module__.startswith("transformer_lens.")), None)
+    if wrapped is not None:
+        raise ValueError(
+            f"greedy generation: this {type(model).__name__} has a TransformerLens bridge "
+            f"booted around it (its modules are bridge components now, e.g. "
+            f"{type(wrapped).__name__}), and its own KV cache then gives wrong tokens; "
+            f"pass the bridge itself (full forwards) or load a separate HF instance")
+
+
 @torch.no_grad()
 def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
                stop_ids: Iterable[int] = ()) -> tuple[list[int], bool]:
@@ -99,6 +143,7 @@ def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if len(prompt_ids) == 0:
         raise ValueError("prompt is empty")
+    _check_can_generate(model)
     stops = set(int(s) for s in stop_ids)
     dev = _device(model)
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=dev)     # [1, seq]

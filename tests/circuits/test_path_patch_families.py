@@ -65,3 +65,20 @@ def test_edge_circuits_reproduce_endpoints_or_refuse(tiny, name):
     r = CircuitRunner(model, task)
     assert r.metric(r.valid) == pytest.approx(r.clean_metric, abs=1e-5)
     assert r.metric(torch.zeros_like(r.valid)) == pytest.approx(r.corrupted_metric, abs=1e-5)
+
+
+def test_encoder_is_refused(family_dir):
+    """BERT is post-LN (ln1 follows attention): receiver inputs are not ln1(resid_pre), so
+    path patching and the edge graph refuse it."""
+    import torch
+
+    from interp.circuits.graph import HeadGraph
+    from interp.circuits.patching import PatchingTask
+
+    model = interp.load_model(family_dir("bert"))
+    ids = torch.randint(4, 260, (1, 8))
+    task = PatchingTask(ids, ids.flip(1), metric=lambda logits: logits[:, -1, 5].mean())
+    with pytest.raises(NotImplementedError, match="encoder"):
+        path_patch(model, task, [(0, 0)], [(1, 0)])
+    with pytest.raises(NotImplementedError, match="encoder"):
+        HeadGraph.of(model)

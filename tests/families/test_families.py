@@ -74,7 +74,11 @@ def test_probes_match_definitions_on_hf_attention(family, name):
         att = torch.stack(ref(ids, output_attentions=True).attentions)   # [L, b, h, q, k]
     causal = name != "bert"
     sink = sink_scores(model, ids, positions=(0,))
-    per_sample = att[..., :, 0].mean(-1).double()                   # [L, b, h]: alpha(0)
+    i = torch.arange(N)                      # queries that can see key 0 in each layer
+    seen = [(i < s.sliding_window) if s.sliding_window else i >= 0
+            for s in interp.describe_layers(model)]
+    per_sample = torch.stack([att[layer][..., seen[layer], 0].mean(-1)
+                              for layer in range(len(att))]).double()   # [L, b, h]: alpha(0)
     got = sink.sort_values(["layer", "head"])
     for column, want in (("alpha", per_sample.mean(1)), ("alpha_min", per_sample.amin(1)),
                          ("alpha_max", per_sample.amax(1))):
@@ -83,7 +87,6 @@ def test_probes_match_definitions_on_hf_attention(family, name):
 
     w = 4
     loc = locality_scores(model, ids, layouts={"w4": get_attention("sliding_window", window=w)})
-    i = torch.arange(N)
     diff = i[:, None] - i[None, :]
     band = ((diff >= 0) & (diff < w)) if causal else (diff.abs() < w)
     want_loc = (att * band).sum(-1).mean(dim=(1, 3))                  # [L, h]
@@ -278,3 +281,13 @@ def test_head_weights_fold_each_familys_norms(family, name):
         assert torch.allclose(hw.W_O[layer], w_o, atol=1e-6)
     final = inner.norm.weight + (1.0 if gemma else 0.0)
     assert torch.allclose(hw.W_U, ref.lm_head.weight.T * final[:, None], atol=1e-6)
+
+
+def test_gemma2_softcap_matters(family):
+    """Dropping the soft-capping knowingly changes the model, so the exact softmax swap above
+    really applied it."""
+    model, _, ids = family("gemma2")
+    before = _logits(model, ids)
+    with interp.swap_attention(model, "softmax", ignore=("softcap",)):
+        dropped = _logits(model, ids)
+    assert (dropped - before).abs().max() > 1e-3 * _scale(before)

@@ -35,7 +35,7 @@ def _families() -> dict:
         "qwen3": (T.Qwen3Config, T.Qwen3ForCausalLM, dict(_DEC, head_dim=16)),
         "gemma2": (T.Gemma2Config, T.Gemma2ForCausalLM,
                    dict(_DEC, head_dim=16, sliding_window=WINDOW, layer_types=_LAYERS3,
-                        query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+                        query_pre_attn_scalar=24, attn_logit_softcapping=1.0,
                         final_logit_softcapping=30.0)),
         "gemma3": (T.Gemma3TextConfig, T.Gemma3ForCausalLM,
                    dict(_DEC, head_dim=16, sliding_window=WINDOW, layer_types=_LAYERS3,
