@@ -45,6 +45,16 @@ def toy_model():
                                      n_ctx=64, seed=0)))
 
 
+@pytest.fixture
+def one_thread():
+    """Run the test on one CPU thread (batch-1 decoding: many tiny matmuls are faster on one
+    thread than several on a shared machine, and avoid spin-waiting under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -30,11 +30,8 @@ MARGIN = 1e-3
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Token-by-token decoding: one CPU thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 def _tokenizer(folder):
