@@ -6,20 +6,45 @@ import pytest
 import torch
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="device the shared model fixtures load on (cpu, cuda, cuda:N, auto)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    why = (f"no CUDA device (torch {torch.__version__}, CUDA build: "
+           f"{torch.version.cuda or 'no'}): the cuda-marked tests run only on a GPU machine")
+    skip = pytest.mark.skip(reason=why)
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """The device of ``--device`` (default cpu), checked to exist."""
+    from interp.devices import resolve_device
+
+    return resolve_device(pytestconfig.getoption("--device"))
+
+
 def _warm(model):
     """Run one tiny forward: the bridge wires its own capture hooks (two per block) on the
     first forward, so hook counts taken before and after a probe compare like with like
     whatever test runs first."""
     with torch.no_grad():
-        model(torch.tensor([[1, 2, 3]]))
+        model(torch.tensor([[1, 2, 3]], device=next(model.parameters()).device))
     return model
 
 
 @pytest.fixture(scope="session")
-def smollm2():
+def smollm2(device):
     import interp
 
-    return _warm(interp.load_model("smollm2-135m"))
+    return _warm(interp.load_model("smollm2-135m", device=device))
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +55,10 @@ def smollm2_hf():
 
 
 @pytest.fixture(scope="session")
-def minilm():
+def minilm(device):
     import interp
 
-    return _warm(interp.load_model("minilm-l6"))
+    return _warm(interp.load_model("minilm-l6", device=device))
 
 
 @pytest.fixture(scope="session")

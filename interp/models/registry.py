@@ -26,15 +26,9 @@ TOY_PREFIX = "toy:"
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]
+    from interp.devices import resolve_dtype
+
+    return resolve_dtype(dtype)
 
 
 def _toy_names() -> list[str]:
@@ -114,7 +108,7 @@ def load_model(name: str, device: str | torch.device | None = None,
             ``"toy:<checkpoint folder or name>"``, a folder with ``config.json`` + weights,
             a ``.gguf`` file path, or a hub id ``"owner/name"`` (read through the normal HF
             cache; honours ``HF_HUB_OFFLINE``).
-        device: torch device (default CPU).
+        device: torch device or name (default CPU; ``"auto"``: CUDA when available).
         dtype: ``torch.float32`` (default), ``float16``/``bfloat16`` or their names.
         trust_remote_code: allow code shipped with a checkpoint to run (off by default; a
             model that needs it is refused with a message naming this option).
@@ -135,6 +129,10 @@ def load_model(name: str, device: str | torch.device | None = None,
         raise TypeError(f"model name must be a string or path, got {type(name).__name__}")
     name = str(name)
     torch_dtype = _dtype(dtype)
+    if device is not None:
+        from interp.devices import resolve_device
+
+        device = resolve_device(device)
     if name.startswith(TOY_PREFIX):
         from interp.models.toy import load_toy
 
