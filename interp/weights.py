@@ -53,31 +53,32 @@ def _norm_weight(norm_bridge, offset: bool = False) -> torch.Tensor | None:
 
 @torch.no_grad()
 def head_weights(model, fold_norms: bool = True) -> HeadWeights:
-    """The model's per-head matrices as float32 CPU tensors (see module docstring)."""
-    W_Q = model.W_Q.detach().float().cpu()
-    W_K = model.W_K.detach().float().cpu()
-    W_V = model.W_V.detach().float().cpu()
-    W_O = model.W_O.detach().float().cpu()
+    """The model's per-head matrices as float32 tensors on the model's device (see module
+    docstring); callers move small results to the CPU at the edge."""
+    W_Q = model.W_Q.detach().float()
+    W_K = model.W_K.detach().float()
+    W_V = model.W_V.detach().float()
+    W_O = model.W_O.detach().float()
     n_heads = W_Q.shape[1]
     group = n_heads // W_K.shape[1]
     if group > 1:
         W_K = W_K.repeat_interleave(group, dim=1)
         W_V = W_V.repeat_interleave(group, dim=1)
-    W_E = model.W_E.detach().float().cpu()
-    W_U = model.W_U.detach().float().cpu()
+    W_E = model.W_E.detach().float()
+    W_U = model.W_U.detach().float()
     if fold_norms:
         offset = bool(getattr(model.cfg, "rmsnorm_uses_offset", False))
         for layer, block in enumerate(model.blocks):
             w = _norm_weight(getattr(block, "ln1", None), offset)
             if w is not None:
-                w = w.cpu()[None, :, None]
+                w = w.to(W_Q.device)[None, :, None]
                 W_Q[layer] = W_Q[layer] * w
                 W_K[layer] = W_K[layer] * w
                 W_V[layer] = W_V[layer] * w
             post = _norm_weight(block._modules.get("ln1_post"), offset)
             if post is not None:                        # Gemma: norm(attn_out) -> residual
-                W_O[layer] = W_O[layer] * post.cpu()[None, None, :]
+                W_O[layer] = W_O[layer] * post.to(W_O.device)[None, None, :]
         w = _norm_weight(getattr(model, "ln_final", None), offset)
         if w is not None:
-            W_U = W_U * w.cpu()[:, None]
+            W_U = W_U * w.to(W_U.device)[:, None]
     return HeadWeights(W_Q=W_Q, W_K=W_K, W_V=W_V, W_O=W_O, W_E=W_E, W_U=W_U)

@@ -28,8 +28,10 @@ MODES = ("Q", "K", "V")
 def _r(w: torch.Tensor) -> torch.Tensor:
     """A ``[..., d_head, d_head]`` factor R with ``R^T R = W^T W`` for ``W [..., d_model, d_head]``
     (so ``||W X||_F = ||R X||_F`` for any X): the transposed Cholesky factor of the Gram
-    matrix, in float64 with a tiny ridge for rank-deficient heads."""
-    g = w.double().transpose(-1, -2) @ w.double()
+    matrix, in float64 with a tiny ridge for rank-deficient heads (on the CPU: small algebra,
+    and float64 is not on every accelerator)."""
+    w = w.cpu().double()
+    g = w.transpose(-1, -2) @ w
     ridge = 1e-12 * g.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)[..., None, None]
     eye = torch.eye(g.shape[-1], dtype=g.dtype)
     return torch.linalg.cholesky(g + ridge * eye).transpose(-1, -2)
@@ -51,11 +53,13 @@ def composition_scores(model, mode: str = "K") -> pd.DataFrame:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     w = head_weights(model)
     L, H = w.n_layers, w.n_heads
-    W_O = w.W_O.double()                                        # [L, H, dh, d]
-    # The big d_model-wide contraction runs in float32; the small dh x dh algebra in float64.
+    W_O = w.W_O.cpu().double()                                  # [L, H, dh, d]
+    # The big d_model-wide contraction runs in float32 on the model's device; the small
+    # dh x dh algebra in float64 on the CPU.
+    dev = w.W_O.device
     R_V, R_Q, R_K = _r(w.W_V), _r(w.W_Q), _r(w.W_K)             # [L, H, dh, dh]
     R_O = _r(W_O.transpose(-1, -2))                             # for W_O^T
-    R_V32 = R_V.float()
+    R_V32 = R_V.float().to(dev)
     ov_norm = torch.linalg.matrix_norm(R_V @ R_O.transpose(-1, -2))          # ||W_V W_O||
     qk_norm = torch.linalg.matrix_norm(R_Q @ R_K.transpose(-1, -2))          # ||W_Q W_K^T||
     rows = []
@@ -70,8 +74,8 @@ def composition_scores(model, mode: str = "K") -> pd.DataFrame:
         src_o = w.W_O[:dst].reshape(dst * H * dh_, -1)           # [(dst H dh), d] float32
         mid = src_o @ mid_w.permute(1, 0, 2).reshape(mid_w.shape[1], H * dh_)  # one GEMM
         mid = mid.view(dst, H, dh_, H, dh_).permute(0, 1, 3, 2, 4)   # [dst, H, Hb, dh, dh]
-        prod = R_V32[:dst, :, None] @ mid @ right_r.float().transpose(-1, -2)[None, None]
-        num = torch.linalg.matrix_norm(prod).double()            # [dst, H, Hb]
+        prod = R_V32[:dst, :, None] @ mid @ right_r.float().to(dev).transpose(-1, -2)[None, None]
+        num = torch.linalg.matrix_norm(prod).double().cpu()      # [dst, H, Hb]
         score = num / (ov_norm[:dst, :, None] * dst_norm[None, None, :]).clamp_min(1e-30)
         sl, sh, dh = torch.meshgrid(torch.arange(dst), torch.arange(H), torch.arange(H),
                                     indexing="ij")
@@ -87,8 +91,8 @@ def composition_dense(model, mode: str = "K") -> torch.Tensor:
     ``[L, H, L, H]`` (NaN where ``src_layer >= dst_layer``). Slow; for tests and small models."""
     w = head_weights(model)
     L, H = w.n_layers, w.n_heads
-    OV = (w.W_V @ w.W_O).double()                               # [L, H, d, d]
-    QK = (w.W_Q @ w.W_K.transpose(-1, -2)).double()
+    OV = (w.W_V @ w.W_O).double().cpu()                         # [L, H, d, d]
+    QK = (w.W_Q @ w.W_K.transpose(-1, -2)).double().cpu()
     out = torch.full((L, H, L, H), float("nan"), dtype=torch.float64)
     for a in range(L):
         for b in range(a + 1, L):

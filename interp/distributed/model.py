@@ -81,7 +81,7 @@ class RingAttention(AttentionImpl):
         for c, p in enumerate(self.mass_positions):
             keep = (real & (pos >= p)).float()                                 # queries i >= k
             out.append((mass[..., c] * keep).sum(dim=(0, 2)))                  # [h]
-        return torch.stack(out, dim=-1).cpu()                                 # [h, P]
+        return torch.stack(out, dim=-1)                                       # [h, P]
 
     def naive(self, q, k, v, causal=True):
         n = q.shape[2]
@@ -133,6 +133,7 @@ def sharded_sink_mass(model, tokens: torch.Tensor, positions: Sequence[int] = (0
     sums = torch.stack(impl.records)                                   # [layers, heads, P]
     if dist.is_available() and dist.is_initialized() and group_rank_and_size(group)[1] > 1:
         dist.all_reduce(sums, group=group)
+    sums = sums.cpu()                                 # all-reduced on the device (NCCL: CUDA)
     counts = torch.tensor([(total - p) * tokens.shape[0] for p in positions], dtype=sums.dtype)
     alpha = sums / counts
     rows = [{"layer": layer, "head": h, "position": p, "alpha": alpha[layer, h, c].item()}

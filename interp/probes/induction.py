@@ -133,7 +133,7 @@ def copying_scores(model) -> pd.DataFrame:
     w = head_weights(model)
     UE = w.W_U @ w.W_E                                               # [d_model, d_model]
     M = torch.einsum("lhed,df,lhfk->lhek", w.W_O, UE, w.W_V)         # [L, H, dh, dh]
-    eig = torch.linalg.eigvals(M.double())                           # [L, H, dh]
+    eig = torch.linalg.eigvals(M.double().cpu())                     # [L, H, dh] (CPU)
     score = eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)
     rows = [{"layer": layer, "head": h, "copying": score[layer, h].item()}
             for layer in range(w.n_layers) for h in range(w.n_heads)]

@@ -90,9 +90,11 @@ def _ppl(nll: Tensor) -> float:
 
 
 def _nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """logits ``[..., vocab]``, targets ``[...]`` -> ``-log p(target)`` (float64)."""
-    lp = torch.log_softmax(logits.double(), dim=-1)
-    return -lp.gather(-1, targets[..., None])[..., 0]
+    """logits ``[..., vocab]`` (any device), targets ``[...]`` -> ``-log p(target)`` (float64,
+    on the CPU; computed in float64 on the logits' device, float32 where it has no float64)."""
+    wide = torch.float32 if logits.device.type == "mps" else torch.float64
+    lp = torch.log_softmax(logits.to(wide), dim=-1)
+    return -lp.gather(-1, targets.to(logits.device)[..., None])[..., 0].double().cpu()
 
 
 def evaluate_stream(lm: StreamingLM, tokens: Tensor, window: int = 256, sinks: int = 4,
