@@ -478,7 +478,7 @@ def _inputs_by_forward(model, base_tokens, src, base, snd, rl: int, x: str, targ
         hooks += [(f"blocks.{l}.attn.hook_z", frozen(f"blocks.{l}.attn.hook_z"))
                   for l in range(sl + 1, rl)]
         hooks += [(f"blocks.{l}.hook_mlp_out", frozen(f"blocks.{l}.hook_mlp_out"))
-                  for l in range(sl, rl)]
+                  for l in range(sl, rl) if f"blocks.{l}.hook_mlp_out" in base]
         hooks.append((f"blocks.{rl}.attn.hook_{x}", read))
         with torch.no_grad(), attach(model, hooks):
             model(base_tokens)
@@ -536,7 +536,8 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
     if method == "forward":
         between = range(min(layers), max(layers) + 1)
         names = sorted({*names, *(f"blocks.{l}.attn.hook_z" for l in between),
-                        *(f"blocks.{l}.hook_mlp_out" for l in between)})
+                        *(f"blocks.{l}.hook_mlp_out" for l in between
+                          if f"blocks.{l}.hook_mlp_out" in model.hook_dict)})
     _, base = run_cache(model, base_tokens, names)
     _, src = run_cache(model, src_tokens, [f"blocks.{l}.attn.hook_z" for l in layers])
     rows = []

@@ -111,6 +111,33 @@ def test_path_patch_shapes(toy_model, task):
     assert len(df) == 6 and set(df.input) == {"q", "k", "v"}
 
 
+def test_path_patch_equals_brute_force(toy_model, task):
+    """The hand projection of the receiver input equals brute-force patching of the same path:
+    whole forwards with the sender's z from the clean run and every other head frozen at its
+    corrupted value (method="forward"), and the paths do move the metric."""
+    senders, receivers = [(0, h) for h in range(4)], [(1, 0), (1, 2)]
+    proj = path_patch(toy_model, task, senders, receivers, method="projection")
+    brute = path_patch(toy_model, task, senders, receivers, method="forward")
+    assert (proj["metric"] - brute["metric"]).abs().max() < 1e-5
+    assert (brute["metric"] - brute.attrs["corrupted"]).abs().max() > 1e-3
+    assert proj.attrs["method"] == "projection" and brute.attrs["method"] == "forward"
+
+
+def test_edge_attribution_tracks_real_edge_patching(toy_model, task):
+    """EAP's linear estimate of each edge against really knocking that edge out of the full
+    circuit (clean metric minus the metric without it): Pearson r > 0.7 over all edges."""
+    runner = CircuitRunner(toy_model, task)
+    eap = edge_attribution(toy_model, task)
+    est, real = [], []
+    for i, j in runner.valid.nonzero().tolist():
+        mask = runner.valid.clone()
+        mask[i, j] = False
+        est.append(float(eap[i, j]))
+        real.append(runner.clean_metric - runner.metric(mask))
+    assert len(est) > 50
+    assert np.corrcoef(est, real)[0, 1] > 0.7
+
+
 @pytest.fixture(scope="session")
 def trained_toy():
     from interp.circuits.toy import circuit_toy
@@ -133,6 +160,27 @@ def test_trained_toy_attribution_and_discovery(trained_toy):
     l0_to_l1 = c.edges[(c.edges.sender_layer == 0) & (c.edges.receiver_layer == 1)]
     assert len(l0_to_l1) > 0
     circuit_figure(c)
+
+
+@pytest.mark.slow
+def test_eap_circuit_recovers_the_toy_circuit(trained_toy):
+    """EAP's top 40 of the 81 edges, evaluated with real patching, recover most of the clean
+    metric and contain the previous-token head's K-composition into induction heads (measured:
+    0.74 with 40 edges, 0.37 with 20, 0.996 with 60: EAP ranks the logit and v edges of the
+    saturated induction heads first)."""
+    from interp.models.toy_induction import ToyInductionConfig, eval_tokens
+    from interp.probes.induction import pattern_scores
+
+    cfg = ToyInductionConfig()
+    scores = pattern_scores(trained_toy, eval_tokens(cfg), seg_len=cfg.seg_len, offset=1)
+    prev = int(scores[scores.layer == 0].nlargest(1, "previous_token").iloc[0]["head"])
+    induction = {f"L1H{int(h)}" for h in scores[(scores.layer == 1)
+                                                 & (scores.induction > 0.5)]["head"]}
+    c = eap_circuit(trained_toy, induction_task(trained_toy, batch=8, seg_len=12), top_n=40)
+    k_from_prev = {e.receiver for e in c.edges.itertuples()
+                   if e.sender == f"L0H{prev}" and e.input == "k"}
+    assert len(k_from_prev & induction) >= 2
+    assert c.normalised > 0.6
 
 
 @pytest.mark.slow
