@@ -51,6 +51,10 @@ pre.config { white-space: pre-wrap; }
 code { background: #f2f2f2; padding: 0 3px; }
 nav ul { columns: 2; font-size: 0.9em; }
 .error { background: #fee; border: 1px solid #d88; padding: 10px; }
+.interrupted { background: #fff8e0; border: 1px solid #d8b860; padding: 10px; }
+dl.legend { font-size: 0.82em; color: #444; margin: 4px 0 12px; display: grid;
+            grid-template-columns: max-content 1fr; column-gap: 10px; row-gap: 2px; }
+dl.legend dt { font-family: monospace; } dl.legend dd { margin: 0; }
 .item { margin-bottom: 18px; }
 """
 
@@ -123,16 +127,23 @@ def markdown_to_html(text: str) -> str:
 
 
 def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS, max_cols: int = MAX_COLS) -> str:
-    """``df`` as an HTML table, at most ``max_rows`` rows and ``max_cols`` columns (a note
-    says how much was left out); floats with 4 significant digits."""
-    shown = df.iloc[:max_rows, :max_cols]
+    """``df`` as an HTML table: at most ``max_rows`` rows (a long table shows its top rows by
+    the column of interest, :func:`interp.viz.legend.preview`) and ``max_cols`` columns (a
+    note says how much was left out); one number format per float column; a legend line per
+    column with a known meaning (:data:`interp.viz.legend.COLUMNS`)."""
+    from interp.viz.legend import column_format, legend_lines, preview
+
+    rows, sorted_by = preview(df, max_rows)
+    shown = rows.iloc[:, :max_cols]
+    formats = {c: column_format(shown[c]) for c in shown.columns
+               if pd.api.types.is_float_dtype(shown[c])}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
     body = []
     for row in shown.itertuples(index=False):
         cells = []
-        for v in row:
+        for col, v in zip(shown.columns, row):
             if isinstance(v, float):
-                cells.append(f"<td>{v:.4g}</td>")
+                cells.append(f"<td>{formats.get(col, '{:.4g}').format(v)}</td>")
             elif isinstance(v, (int,)) and not isinstance(v, bool):
                 cells.append(f"<td>{v}</td>")
             else:
@@ -140,12 +151,17 @@ def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS, max_cols: int = MAX_C
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = []
     if len(df) > max_rows:
-        note.append(f"first {max_rows} of {len(df):,} rows")
+        which = f"top {max_rows} by {sorted_by}" if sorted_by else f"first {max_rows}"
+        note.append(f"{which} of {len(df):,} rows; the CSV has all")
     if df.shape[1] > max_cols:
         note.append(f"first {max_cols} of {df.shape[1]} columns")
     note_html = f'<div class="caption">({"; ".join(note)})</div>' if note else ""
+    legend = legend_lines(shown.columns)
+    legend_html = ("" if not legend else '<dl class="legend">' + "".join(
+        f"<dt>{html.escape(c)}</dt><dd>{html.escape(text)}</dd>" for c, text in legend)
+        + "</dl>")
     return (f'<table class="data"><thead><tr>{head}</tr></thead><tbody>'
-            f'{"".join(body)}</tbody></table>{note_html}')
+            f'{"".join(body)}</tbody></table>{note_html}{legend_html}')
 
 
 @dataclass
@@ -176,6 +192,7 @@ class Report:
     facts: dict[str, Any] = field(default_factory=dict)
     items: list[_Item] = field(default_factory=list)
     error: str | None = None
+    status: str | None = None      # "interrupted": a banner instead of the failure box
 
     def add_text(self, text: str, at_top: bool = False) -> None:
         """Markdown (the subset of :func:`markdown_to_html`) or plain text; ``at_top`` puts
@@ -247,7 +264,11 @@ class Report:
                       f'</a></li>' for it in self.items if it.name and it.kind != "text")
         body = [f"<main>\n<h1>{html.escape(self.title)}</h1>",
                 f'<ul class="facts">{facts}</ul>' if facts else ""]
-        if self.error:
+        if self.status == "interrupted":
+            body.append('<div class="interrupted"><b>The run was interrupted</b> (Ctrl-C) '
+                        'before it finished: the tables below are what was done. Run the '
+                        'same command again to resume from there.</div>')
+        elif self.error:
             body.append(f'<div class="error"><b>The run failed:</b><pre>'
                         f'{html.escape(self.error)}</pre></div>')
         if toc:

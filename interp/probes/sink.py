@@ -80,7 +80,15 @@ def _token_labels(model, tokens: torch.Tensor, pos: list[int]) -> list[str]:
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return [str(int(tokens[0, p])) for p in pos]
-    return [tok.convert_ids_to_tokens(int(tokens[0, p])) for p in pos]
+    return [display_token(tok, int(tokens[0, p])) for p in pos]
+
+
+def display_token(tokenizer, token_id: int) -> str:
+    """A token as a reader sees it: decoded text (not the BPE symbol: ``" lighthouse"``, not
+    ``"Ġlighthouse"``), special tokens as themselves, ``repr`` quotes where the text starts or
+    ends with whitespace or is empty."""
+    text = tokenizer.decode([int(token_id)])
+    return repr(text) if (not text or text != text.strip()) else text
 
 
 def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: float = EPS,
@@ -260,7 +268,7 @@ def first_token_study(model, text: str, n: int = 16, length: int = 64,
         per = sink_summary(scores)
         overall = sink_summary(scores, per_layer=False).assign(layer=-1)
         df = pd.concat([per, overall], ignore_index=True)
-        df.insert(0, "first_token", model.tokenizer.convert_ids_to_tokens(int(toks[0, 0])))
+        df.insert(0, "first_token", display_token(model.tokenizer, int(toks[0, 0])))
         df.insert(0, "variant", name)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)

@@ -133,6 +133,8 @@ def run_browser_demo(cfg: BrowserDemoConfig, ctx: RunContext) -> None:
     df = pd.DataFrame([{"layer": layer, "head": h, "score": (layer + 1) * (h + 1) / 8}
                        for layer in range(2) for h in range(4)])
     ctx.add_table("scores", df)
+    ctx.add_table("induction", pd.DataFrame({"layer": [0, 1], "head": [0, 1],
+                                             "induction": [0.1, 0.9]}))
     ctx.add_figure("heatmap", head_heatmap(df, "score"), "a heatmap")
     ctx.add_figure("curve", sink_curves(df, "score", group=None), "a curve")
     toks = torch.randint(0, 50, (1, cfg.seq), generator=torch.Generator().manual_seed(0))
@@ -146,7 +148,10 @@ def test_report_renders_offline(open_file, tmp_path):
     loaded = open_file(out / "report.html")
     page = loaded.page
     assert page.locator("h1").inner_text().startswith("test_browser_demo")
-    assert page.locator("table.data").count() == 1
+    assert page.locator("table.data").count() == 2
+    legend = page.locator("dl.legend").all_inner_texts()
+    assert any("Olsson et al. 2022" in t and "induction" in t for t in legend), legend
+    assert page.locator("dl.legend dd").first.is_visible()
     _check_plotly(page, 2)
     _check_circuitsvis(page, 1, [4])
     assert loaded.requests == [], f"the page tried the network: {loaded.requests}"
