@@ -4,6 +4,7 @@ Run by hand (never asserted in tests)::
 
     python benchmarks/attention.py            # seq 1k .. 16k, batch 1, 8 heads, d_head 64, fp32
     python benchmarks/attention.py --quick    # seq 1k .. 4k, fewer repeats
+    python benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 4096 16384 65536
 
 For each sequence length and each implementation (built from ``interp.attention.names()``, with
 the options in ``BENCH_OPTIONS``) it measures, causal, forward only, under ``torch.no_grad``:
@@ -22,6 +23,14 @@ the options in ``BENCH_OPTIONS``) it measures, causal, forward only, under ``tor
   child runs with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave RSS at once (else
   glibc heap reuse/fragmentation makes repeated runs differ by 2x). Where clear_refs cannot be
   written it falls back to ``ru_maxrss`` minus the RSS before the call.
+
+On CUDA (``--device cuda``) the same table comes from the GPU fast paths (flex_attention block
+masks for the sparse implementations, fla for chunked linear attention when installed, SDPA):
+time is the median of CUDA-event timings, peak memory is ``torch.cuda.max_memory_allocated``
+during the call minus the memory allocated before it (inputs excluded), in-process. The FLOP
+column of a flex implementation counts the 128 x 128 tiles its block mask lists. When ``fla``
+imports, an extra row ``fla`` times fla's own ``chunk_linear_attn`` (normalised, elu + 1
+features, float32) and the column ``x fla`` gives ``t(fla) / t(impl)`` for ``linear``.
 
 The targets from the issue are printed as a report, not asserted.
 """
@@ -42,6 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp import attention  # noqa: E402
+from interp.attention import gpu  # noqa: E402
 
 BATCH, HEADS, D_HEAD = 1, 8, 64
 BASELINE = "softmax"
@@ -58,15 +68,31 @@ def build(name: str) -> attention.AttentionImpl:
     return attention.get(name, **BENCH_OPTIONS.get(name, {}))
 
 
-def inputs(n: int, seed: int = 0):
+#: where and in which dtype the inputs live (set by main from --device / --dtype)
+DEVICE, DTYPE = torch.device("cpu"), torch.float32
+
+
+def inputs(n: int, seed: int = 0, device=None, dtype=None):
     g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(BATCH, HEADS, n, D_HEAD, generator=g) for _ in range(3))
+    out = tuple(torch.randn(BATCH, HEADS, n, D_HEAD, generator=g) for _ in range(3))
+    device, dtype = device or DEVICE, dtype or DTYPE
+    if device.type == "cpu" and dtype == torch.float32:
+        return out
+    return tuple(t.to(device, dtype) for t in out)
+
+
+def uses_flex(impl) -> bool:
+    probe = torch.empty(1, 1, 1, D_HEAD, device=DEVICE, dtype=DTYPE)
+    return isinstance(impl, attention.base.SparseAttention) and gpu.use_flex(probe, probe)
 
 
 # -- FLOPs -------------------------------------------------------------------------------------
 def count_flops(impl, n: int, b: int = BATCH, h: int = HEADS, d: int = D_HEAD) -> float | None:
     """Matmul FLOPs of one causal forward (2 per multiply-add), as the implementation computes it."""
     bh = b * h
+    if uses_flex(impl):  # the 128 x 128 tiles the block mask lists, each QK^T and PV
+        tiles, _ = gpu.block_counts(impl, n, True, DEVICE)
+        return bh * tiles * gpu.FLEX_BLOCK**2 * 4 * d
     if impl.name == "softmax":
         pairs = n * (n + 1) / 2  # causal: a fused kernel skips the upper triangle
         return bh * pairs * 4 * d
@@ -92,30 +118,70 @@ def count_flops(impl, n: int, b: int = BATCH, h: int = HEADS, d: int = D_HEAD) -
 
 
 def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    ts = []
-    for _ in range(repeats):
-        t0 = CLOCK()
-        a @ b
-        ts.append(CLOCK() - t0)
-    return 2 * size**3 / statistics.median(ts)
+    if DEVICE.type == "cuda":
+        size = 8192
+    a = torch.randn(size, size).to(DEVICE, DTYPE)
+    b = torch.randn(size, size).to(DEVICE, DTYPE)
+    return 2 * size**3 / _median_time(lambda: a @ b, repeats)
 
 
 # -- time and memory -----------------------------------------------------------------------
 CLOCK = time.perf_counter
 
 
+def _median_time(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up (CUDA: events, synchronised)."""
+    fn()
+    ts = []
+    if DEVICE.type == "cuda":
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            ts.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(ts)
+    for _ in range(repeats):
+        t0 = CLOCK()
+        fn()
+        ts.append(CLOCK() - t0)
+    return statistics.median(ts)
+
+
 def time_call(impl, n: int, repeats: int) -> float:
     q, k, v = inputs(n)
     with torch.no_grad():
-        impl(q, k, v, causal=True)
-        ts = []
-        for _ in range(repeats):
-            t0 = CLOCK()
-            impl(q, k, v, causal=True)
-            ts.append(CLOCK() - t0)
-    return statistics.median(ts)
+        return _median_time(lambda: impl(q, k, v, causal=True), repeats)
+
+
+def fla_call(n: int):
+    """fla's own chunk_linear_attn on elu + 1 features (float32, normalised), ready to time."""
+    q, k, v = inputs(n, dtype=torch.float32)
+    phi = attention.get("linear", feature_map="elu").phi
+    scale = 1.0 / D_HEAD**0.5
+    with torch.no_grad():
+        kw = dict(scale=scale, positions=None, length=n)
+        fq = phi(q, is_query=True, **kw).transpose(1, 2).contiguous()  # [b, n, h, f]
+        fk = phi(k, is_query=False, **kw).transpose(1, 2).contiguous()
+        vv = v.transpose(1, 2).contiguous()
+    return lambda: gpu.fla_linear_attn()(fq, fk, vv, scale=1.0, normalize=True)
+
+
+def fla_time(n: int, repeats: int) -> float:
+    with torch.no_grad():
+        return _median_time(fla_call(n), repeats)
+
+
+def cuda_peak(fn) -> float:
+    """Extra CUDA memory allocated at the peak of ``fn()`` (what existed before excluded)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        fn()
+    torch.cuda.synchronize()
+    return float(torch.cuda.max_memory_allocated() - before)
 
 
 def _status_kb(field: str) -> int:
@@ -123,10 +189,10 @@ def _status_kb(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
 
 
-def _peak_child(name: str, n: int, threads: int, conn) -> None:
+def _peak_child(name: str, n: int, threads: int, dtype: torch.dtype, conn) -> None:
     torch.set_num_threads(threads)
     impl = build(name)
-    q, k, v = inputs(n)
+    q, k, v = inputs(n, dtype=dtype)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_kb("VmRSS")
@@ -146,10 +212,17 @@ _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def peak_memory(name: str, n: int, threads: int) -> float:
-    """Extra peak resident bytes of one causal forward, in a fresh process."""
+    """Extra peak resident bytes of one causal forward: in a fresh process on CPU, the CUDA
+    allocator's peak on CUDA."""
+    if DEVICE.type == "cuda":
+        impl = build(name).to(DEVICE)
+        q, k, v = inputs(n)
+        with torch.no_grad():
+            impl(q, k, v, causal=True)  # compile / autotune outside the measurement
+        return cuda_peak(lambda: impl(q, k, v, causal=True))
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_peak_child, args=(name, n, threads, child))
+    proc = ctx.Process(target=_peak_child, args=(name, n, threads, DTYPE, child))
     # glibc: serve every allocation >= 64 KiB by mmap and give it back on free, so RSS follows
     # the live tensors instead of heap fragmentation (read by the fresh interpreter at start)
     saved = {k: os.environ.get(k) for k in _MALLOC_ENV}
@@ -172,7 +245,11 @@ def peak_memory(name: str, n: int, threads: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="seq 1k, 2k, 4k and 2 repeats")
-    ap.add_argument("--seqs", type=int, nargs="+", help="sequence lengths (default 1k..16k)")
+    ap.add_argument("--lengths", "--seqs", dest="seqs", type=int, nargs="+",
+                    help="sequence lengths (default 1k..16k)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="input dtype (default float32)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per point (default 3)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--threads", type=int, default=None,
@@ -185,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--names", nargs="+", choices=attention.names(), default=attention.names(),
                     help="implementations (default: every registered one)")
     args = ap.parse_args(argv)
+    global DEVICE, DTYPE
+    from interp.devices import resolve_device, resolve_dtype
+
+    DEVICE, DTYPE = resolve_device(args.device), resolve_dtype(args.dtype)
+    if DEVICE.type != "cpu" and args.clock == "cpu":
+        ap.error("--clock cpu is for --device cpu (CUDA times come from CUDA events)")
     seqs = args.seqs or ([1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384])
     repeats = args.repeats or (2 if args.quick else 3)
     if args.threads:
@@ -196,14 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         CLOCK = time.process_time
     threads = torch.get_num_threads()
     names = [BASELINE] + [n for n in args.names if n != BASELINE]
-    impls = {name: build(name) for name in names}
+    impls = {name: build(name).to(DEVICE) for name in names}
+    with_fla = DEVICE.type == "cuda" and gpu.fla_linear_attn() is not None
 
     rate = matmul_rate()
-    print(f"torch {torch.__version__}, {threads} threads, {args.clock} clock; batch {BATCH}, "
-          f"heads {HEADS}, d_head {D_HEAD}, fp32, causal, forward under no_grad")
-    print(f"matmul rate (2048^3 fp32): {rate / 1e9:.1f} GFLOP/s")
+    where = (f"{torch.cuda.get_device_name(DEVICE)}, CUDA events" if DEVICE.type == "cuda"
+             else f"{threads} threads, {args.clock} clock")
+    print(f"torch {torch.__version__}, {DEVICE}: {where}; batch {BATCH}, heads {HEADS}, "
+          f"d_head {D_HEAD}, {args.dtype}, causal, forward under no_grad")
+    print(f"matmul rate ({'8192' if DEVICE.type == 'cuda' else '2048'}^3 {args.dtype}): "
+          f"{rate / 1e9:.1f} GFLOP/s")
     for name, impl in impls.items():
-        print(f"  {name}: {impl.describe()}")
+        path = ("flex_attention" if uses_flex(impl) else
+                "fla" if name == "linear" and with_fla and DEVICE.type == "cuda" else "torch")
+        print(f"  {name}: {impl.describe()}  [{path if DEVICE.type == 'cuda' else 'cpu'}]")
+    if DEVICE.type == "cuda" and not with_fla:
+        print("  (fla not installed: no fla row; pip install 'interp[gpu]')")
     print()
 
     rows = []
@@ -220,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
                              mem_ratio=None if mem is None or not base_m else mem / base_m))
             print(_row(rows[-1], rate) if len(rows) > 1 else _header() + "\n" + _row(rows[-1], rate),
                   flush=True)
+        if with_fla:
+            t = fla_time(n, repeats)
+            mem = None if args.no_memory else cuda_peak(fla_call(n))
+            rows.append(dict(name="fla", n=n, t=t, speed=base_t / t, flops=None, rate=None,
+                             mem=mem,
+                             mem_ratio=None if mem is None or not base_m else mem / base_m))
+            lin = next((r for r in rows if r["name"] == "linear" and r["n"] == n), None)
+            if lin:
+                lin["x_fla"] = t / lin["t"]
+            print(_row(rows[-1], rate), flush=True)
+            if lin:
+                print(f"{'  linear vs fla':<16}{n:>7}  x fla {lin['x_fla']:.2f} "
+                      "(t(fla) / t(linear); > 1: ours faster)", flush=True)
     print()
     _targets(rows, rate)
     return 0
@@ -264,7 +368,7 @@ def _targets(rows: list[dict], rate: float) -> None:
         ns = sorted({r["n"] for r in rows})
         print(f"  peak memory growth of the O(N) forms, MB at seq {', '.join(map(str, ns))} "
               "(linear in N: doubles with N):")
-        for name in sorted({r["name"] for r in rows}):
+        for name in sorted({r["name"] for r in rows} - {"fla"}):
             if attention.get(name, **BENCH_OPTIONS.get(name, {})).quadratic:
                 continue
             mems = [by[(name, n)]["mem"] / 2**20 for n in ns]

@@ -13,6 +13,9 @@ Modules (ops only: nothing here imports models or analysis code):
 - ``registry``: the name -> class registry (options read from ``__init__`` signatures).
 - ``softmax``: torch SDPA. ``linear`` + ``feature_maps``: linear attention, 3 forms, 6 maps.
 - ``local``: sliding window (+ global tokens) and sink + window. ``block_sparse``: BigBird.
+- ``gpu``: the CUDA fast paths behind the same names (flex_attention block masks for the sparse
+  ones, fla's kernel for causal chunked linear attention with ``interp[gpu]``); CPU paths are
+  untouched.
 """
 from __future__ import annotations
 

@@ -211,6 +211,22 @@ class SparseAttention(AttentionImpl):
         """``[n, n]`` bool: query ``i`` may attend key ``j`` (the layout, causal rule included)."""
         raise NotImplementedError
 
+    def flex_mask_mod(self, n: int, causal: bool = True, device=None):
+        """The same allowed set as :meth:`allowed_mask`, as a flex_attention
+        ``mask_mod(b, h, q_idx, kv_idx) -> bool`` for sequences of ``n`` tokens (elementwise
+        tensor ops only, so flex can vmap and compile it). Used on CUDA
+        (:mod:`interp.attention.gpu`)."""
+        raise NotImplementedError
+
+    def mask_key(self) -> tuple:
+        """Hashable summary of the options that define the allowed set (cache key of the
+        flex block masks): name and every option but ``scale`` and ``d_head``."""
+        opts = self.describe()
+        return (opts.pop("name"),) + tuple(
+            (k, tuple(v) if isinstance(v, list) else v)
+            for k, v in sorted(opts.items()) if k not in ("scale", "d_head")
+        )
+
     def _dense(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
         check_qkv(q, k, v)
         mask = self.allowed_mask(q.shape[2], causal, q.device)

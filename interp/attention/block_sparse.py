@@ -21,6 +21,9 @@ into ``[nb, K * block_size, d]``; scores are ``[nb, block_size, K * block_size]`
 O(n K block_size) memory -- and without autograd only a segment of query blocks is held at a
 time (the loop keeps each step's scores at about ``_SEGMENT_FLOATS``). Global query blocks are computed densely against all keys
 (``[global_blocks * block_size, n]``). Float32 accumulation, result in ``q.dtype``.
+
+On CUDA (float16/bfloat16/float32, head sizes >= 16) the same layout runs through
+``flex_attention`` with a block mask built from ``flex_mask_mod`` (:mod:`interp.attention.gpu`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.attention import gpu
 from interp.attention.base import (
     SparseAttention,
     check_qkv,
@@ -105,6 +109,8 @@ class BlockSparseAttention(SparseAttention):
 
     # -- forward -------------------------------------------------------------------------
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+        if gpu.use_flex(q, v):  # CUDA: flex_attention block mask (interp.attention.gpu)
+            return gpu.flex_forward(self, q, k, v, causal)
         b, h, hk, n, d = check_qkv(q, k, v)
         g, dv, bs = h // hk, v.shape[-1], self.block_size
         ct, dev = compute_dtype(q.dtype), q.device
@@ -168,6 +174,16 @@ class BlockSparseAttention(SparseAttention):
         if causal:
             allowed &= torch.ones(n, n, dtype=torch.bool, device=device).tril()
         return allowed
+
+    def flex_mask_mod(self, n: int, causal: bool = True, device=None):
+        bs = self.block_size
+        layout = self.block_mask(-(-n // bs), causal).to(device)  # [nb, nb], same seed
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = layout[q_idx // bs, kv_idx // bs]
+            return allowed & (kv_idx <= q_idx) if causal else allowed
+
+        return mask_mod
 
     def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
         """Keys/values a causal decoder reads per token: ``(local + 1 + global + random)``

@@ -28,6 +28,10 @@ All forms take ``state=`` (a :class:`LinearState` from an earlier call) and
 ``return_state=True`` returns ``(out, state)``: a sequence split in two and resumed gives the same
 output as one call. Positions continue from ``state.pos`` (cosFormer needs them).
 
+On CUDA with the optional ``fla`` package (``interp[gpu]``: flash-linear-attention) the causal
+chunked form runs fla's ``chunk_linear_attn`` kernel on the same features and ``v'``
+(:mod:`interp.attention.gpu`); without it, the torch chunked form in one pass.
+
 GQA: the state and key features are per kv head (feature maps are shared by all heads); query
 features are grouped ``[b, kv_heads, group, n, f]`` against them, so nothing is repeated.
 Decoding state per head: ``feature_dim * d_head + feature_dim`` floats.
@@ -41,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.attention import gpu
 from interp.attention.base import AttentionImpl, check_qkv, compute_dtype, repeat_kv
 from interp.attention.feature_maps import FEATURE_MAPS, FeatureMap
 from interp.attention.registry import IMPLEMENTATIONS, keyword_options
@@ -151,9 +156,10 @@ class LinearAttention(AttentionImpl):
                 )
             pos = state.pos
         s0 = None if state is None else state.kv.to(compute_dtype(q.dtype))
-        if self.form == "chunked" and causal:
-            # segments of a few hundred tokens keep the working set in cache; the state is
-            # carried from one to the next exactly as in a split-and-resume call
+        if self.form == "chunked" and causal and q.device.type == "cpu":
+            # segments of a few hundred tokens keep the working set in the CPU cache; the
+            # state is carried from one to the next exactly as in a split-and-resume call
+            # (on a GPU one pass is faster: the torch form, or fla's kernel, see _run)
             seg = max(self.chunk_size, (_SEGMENT_FLOATS // max(1, b * h * d)))
             seg = seg // self.chunk_size * self.chunk_size
             outs = []
@@ -180,6 +186,8 @@ class LinearAttention(AttentionImpl):
         ct = fq.dtype
         v1 = F.pad(v.to(ct), (0, 1), value=1.0)  # v' = [v, 1]: [b, hk, n, dv + 1]
         run = {"parallel": _parallel, "recurrent": _recurrent, "chunked": _chunked}[self.form]
+        if run is _chunked and causal and gpu.use_fla(fq, v1):
+            run = gpu.fla_chunked  # CUDA + fla installed: its Triton kernel, same quantity
         num, s_new = run(fq, fk, v1, s0, causal, self.chunk_size)  # [b, hk, g, n, dv+1]
         return num[..., :dv] / (num[..., dv:] + self.eps), s_new
 

@@ -24,6 +24,11 @@ Masked entries get the dtype's most negative finite value: every real query row 
 its own position, so only padding rows can be fully masked, and those are dropped (finite, never
 NaN, also in the backward). Inputs are computed in float32 (float64 stays) and the result is
 cast back to ``q.dtype``.
+
+On CUDA (float16/bfloat16/float32, head sizes >= 16) both implementations run through
+``flex_attention`` instead, with a block mask built from ``flex_mask_mod`` -- the allowed set
+of ``allowed_mask`` -- so only the tiles the band, globals and sinks touch are computed
+(:mod:`interp.attention.gpu`).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.attention import gpu
 from interp.attention.base import (
     SparseAttention,
     check_qkv,
@@ -174,6 +180,8 @@ class SlidingWindowAttention(SparseAttention):
         self.global_tokens = _positions("global_tokens", global_tokens)
 
     def _forward(self, q, k, v, causal):
+        if gpu.use_flex(q, v):  # CUDA: flex_attention block mask (interp.attention.gpu)
+            return gpu.flex_forward(self, q, k, v, causal)
         out = local_attention(
             q, k, v, window=self.window, causal=causal, scale=self.get_scale(q.shape[-1]),
             extra_keys=self.global_tokens, global_queries=self.global_tokens,
@@ -188,6 +196,20 @@ class SlidingWindowAttention(SparseAttention):
         allowed = (i - j).abs() < self.window
         allowed = allowed | glob[:, None] | glob[None, :]
         return allowed & (j <= i) if causal else allowed
+
+    def flex_mask_mod(self, n, causal=True, device=None):
+        w = self.window
+        inside = [p for p in self.global_tokens if p < n]
+        glob = torch.zeros(n, dtype=torch.bool, device=device)  # [n]: global positions
+        glob[inside] = True
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = (q_idx - kv_idx).abs() < w
+            if inside:
+                allowed = allowed | glob[q_idx] | glob[kv_idx]
+            return allowed & (kv_idx <= q_idx) if causal else allowed
+
+        return mask_mod
 
     def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
         n, d = self._state_args(seq_len, d_head)
@@ -209,6 +231,8 @@ class SinkWindowAttention(SparseAttention):
         self.window = window
 
     def _forward(self, q, k, v, causal):
+        if gpu.use_flex(q, v):  # CUDA: flex_attention block mask (interp.attention.gpu)
+            return gpu.flex_forward(self, q, k, v, causal)
         out = local_attention(
             q, k, v, window=self.window, causal=causal, scale=self.get_scale(q.shape[-1]),
             extra_keys=range(min(self.n_sink, q.shape[2])),
@@ -220,6 +244,15 @@ class SinkWindowAttention(SparseAttention):
         j = torch.arange(n, device=device)[None, :]
         allowed = ((i - j).abs() < self.window) | (j < self.n_sink)
         return allowed & (j <= i) if causal else allowed
+
+    def flex_mask_mod(self, n, causal=True, device=None):
+        w, n_sink = self.window, self.n_sink
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = ((q_idx - kv_idx).abs() < w) | (kv_idx < n_sink)
+            return allowed & (kv_idx <= q_idx) if causal else allowed
+
+        return mask_mod
 
     def state_size(self, seq_len: int, *, d_head: int | None = None) -> int:
         n, d = self._state_args(seq_len, d_head)
