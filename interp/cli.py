@@ -2,8 +2,16 @@
 
 Each command is a function registered with :func:`command`; the parser is built from that
 table, so ``interp --help`` always lists exactly what exists. Errors the user can fix
-(unknown model, bad file, bad config) print one line on stderr and exit with status 2;
-anything else is a bug and shows its traceback.
+(unknown model, bad file, bad config, a device this machine lacks) print one line on stderr
+and exit with status 2; anything else is a bug and shows its traceback.
+
+Devices: a command registered with ``devices="model"`` (it loads or builds a model) gets
+``--device`` (default ``auto``: CUDA when available, else CPU) and ``--dtype`` (default
+float32) from :func:`add_device_arguments`, the one place they are defined; :func:`main`
+resolves both through :mod:`interp.devices` before the command runs, so ``args.device`` is a
+``torch.device`` and ``args.dtype`` a ``torch.dtype``. ``devices="override"`` (``interp run``)
+adds the same options with no default: given, they replace the experiment config's
+``device`` / ``dtype`` (checked the same way, passed on as names).
 """
 from __future__ import annotations
 
@@ -12,21 +20,73 @@ import sys
 from typing import Callable
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+#: commands with ``--device/--dtype``: name -> ``"model"`` or ``"override"``
+_DEVICES: dict[str, str] = {}
 
 
 class UserError(Exception):
     """An error caused by the input; printed without a traceback, exit status 2."""
 
 
-def command(name: str, help: str):
+def command(name: str, help: str, devices: str | None = None):
     """Register ``interp <name>``: decorate ``run(args)``; its ``.configure(parser)`` adds
-    arguments."""
+    arguments.
+
+    Args:
+        devices: ``"model"`` for a command that loads, builds or trains a model (gets
+            ``--device``/``--dtype``, resolved before ``run``), ``"override"`` for one that
+            passes them on as names (``interp run``), None for one that makes no tensors.
+    """
+    if devices not in (None, "model", "override"):
+        raise ValueError(f"devices must be None, 'model' or 'override', got {devices!r}")
 
     def deco(fn):
         _COMMANDS[name] = (help, getattr(fn, "configure", lambda p: None), fn)
+        if devices:
+            _DEVICES[name] = devices
+        else:
+            _DEVICES.pop(name, None)
         return fn
 
     return deco
+
+
+def add_device_arguments(p: argparse.ArgumentParser, override: bool = False) -> None:
+    """``--device`` and ``--dtype`` (the only definition; :func:`build_parser` adds them to
+    every command registered with ``devices=``). Values are checked by :func:`main`, not
+    by argparse, so a bad one is one clear line and exit status 2."""
+    from interp.devices import DTYPE_NAMES
+
+    g = p.add_argument_group("device")
+    if override:
+        g.add_argument("--device", default=None,
+                       help="run on this device, replacing the config's `device` (auto, cpu, "
+                            "cuda, cuda:N)")
+        g.add_argument("--dtype", default=None, metavar="{" + ",".join(DTYPE_NAMES) + "}",
+                       help="replace the config's `dtype`")
+    else:
+        g.add_argument("--device", default="auto",
+                       help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N")
+        g.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_NAMES) + "}",
+                       help="dtype of loaded models; for trained ones the compute dtype "
+                            "(mixed precision, float32 weights). Default float32")
+
+
+def _resolve_devices(args) -> None:
+    """Check ``--device``/``--dtype`` (ValueError with one line naming the problem); for
+    ``devices="model"`` commands replace them by ``torch.device`` / ``torch.dtype``."""
+    from interp.config import dtype_name
+    from interp.devices import resolve_device, resolve_dtype
+
+    how = _DEVICES.get(args.command)
+    if how is None:
+        return
+    device = None if args.device is None else resolve_device(args.device)
+    dtype = None if args.dtype is None else resolve_dtype(args.dtype)
+    if how == "model":
+        args.device, args.dtype = device, dtype
+    elif dtype is not None:
+        args.dtype = dtype_name(dtype)
 
 
 def arguments(fn: Callable[[argparse.ArgumentParser], None]):
@@ -82,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, configure, run) in sorted(_COMMANDS.items()):
         p = sub.add_parser(name, help=help_text, description=help_text)
         configure(p)
+        if name in _DEVICES:
+            add_device_arguments(p, override=_DEVICES[name] == "override")
         p.set_defaults(_run=run)
     return parser
 
@@ -93,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     from interp.models.cache import CacheError
 
     try:
+        _resolve_devices(args)
         return int(args._run(args) or 0)
     except (UserError, ConfigError, CacheError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -9,6 +9,9 @@ instead of a silently ignored setting (the Zoology trap named in STYLE.md).
   literal choices included) from a mapping, checking names and basic types.
 - :func:`load_toml` -- read a TOML file into a dict with a clear error for a missing file.
 - :func:`to_dict` -- the inverse, for writing a run's config next to its results.
+- :class:`DeviceConfig` -- the ``device`` / ``dtype`` fields every experiment kind's config
+  inherits (checked by :meth:`DeviceConfig.resolve_devices` when a run starts);
+  :func:`dtype_name` -- the config spelling of a torch dtype.
 """
 from __future__ import annotations
 
@@ -161,3 +164,56 @@ def require_at_least(obj: Any, names: tuple[str, ...] | list[str], minimum: int 
         if value < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceConfig:
+    """The ``device`` and ``dtype`` fields of every experiment kind's config (inherit it:
+    ``@dataclass(frozen=True) class MyConfig(DeviceConfig): ...``).
+
+    Both are keyword-only, so subclasses keep their own positional field order, and both are
+    plain names resolved by :mod:`interp.devices` when a run starts, not when the file is
+    read: a config written for a GPU machine still loads (and lists) on a CPU-only one.
+
+    Attributes:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``; where models are loaded or built and batches made.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``: the dtype pretrained models are
+            loaded in; for models the kind trains, the autocast compute dtype (weights and
+            optimiser state stay float32).
+    """
+
+    device: str = dataclasses.field(default="auto", kw_only=True)
+    dtype: str = dataclasses.field(default="float32", kw_only=True)
+
+    def resolve_devices(self, where: str | None = None):
+        """``(torch.device, torch.dtype)`` of :attr:`device` / :attr:`dtype`.
+
+        Raises:
+            ConfigError: ``"<where>.device: ..."`` for an unknown device or one this machine
+                lacks (the message names it, e.g. no CUDA), ``"<where>.dtype: ..."`` for an
+                unknown dtype name.
+        """
+        from interp.devices import DTYPE_NAMES, resolve_device, resolve_dtype
+
+        where = where or type(self).__name__
+        try:
+            device = resolve_device(self.device)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.device: {exc}") from None
+        if self.dtype not in DTYPE_NAMES:
+            raise ConfigError(f"{where}.dtype: {self.dtype!r} is not one of "
+                              f"{list(DTYPE_NAMES)}")
+        return device, resolve_dtype(self.dtype)
+
+
+def dtype_name(dtype) -> str:
+    """The config spelling (one of :data:`interp.devices.DTYPE_NAMES`) of a ``torch.dtype``
+    or any name :func:`interp.devices.resolve_dtype` accepts (``"bf16"`` -> ``"bfloat16"``)."""
+    from interp.devices import DTYPE_NAMES, resolve_dtype
+
+    dt = resolve_dtype(dtype)
+    for name in DTYPE_NAMES:
+        if resolve_dtype(name) == dt:
+            return name
+    raise ValueError(f"dtype {dtype!r} has no name in {list(DTYPE_NAMES)}")

@@ -10,6 +10,13 @@ Architecture
   ``title`` / ``description`` / ``seed`` (default 0, seeds torch/numpy/random before the run)
   and a ``[config]`` table validated strictly by :func:`interp.config.from_dict` against the
   kind's dataclass: unknown fields anywhere are errors naming the field and the valid ones.
+- **Devices.** Every kind's config inherits :class:`interp.config.DeviceConfig` (``device =
+  "auto"``, ``dtype = "float32"``); ``run_experiment(..., device=, dtype=)`` (``interp run
+  --device/--dtype``) replaces them. They are resolved once when the run starts (a device the
+  machine lacks is a :class:`ConfigError` naming it) and handed to the kind as
+  :attr:`RunContext.device` / :attr:`RunContext.dtype`; ``run.json`` records both (``device``,
+  ``dtype``: what was really used, e.g. ``"cpu"`` for ``auto`` on a CPU-only machine). In a
+  sharded run, ``cuda`` without an index means one GPU per local rank.
 - **Run.** :func:`run_experiment` writes ``out_dir/run.json`` (:func:`interp.results.write_meta`:
   config, seed, versions, git commit; rewritten at the end with the status and duration),
   calls ``run(cfg, ctx)`` with a :class:`RunContext`, and writes ONE self-contained
@@ -47,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import pandas as pd
 
-from interp.config import ConfigError, from_dict, load_toml, to_dict
+from interp.config import ConfigError, DeviceConfig, dtype_name, from_dict, load_toml, to_dict
 from interp.distributed import shard
 from interp.report import MAX_ROWS, Report
 from interp.results import Sweep, write_meta
@@ -117,6 +124,10 @@ class RunContext:
         report: the :class:`interp.report.Report` being built.
         show_progress: whether :meth:`progress` draws bars (only rank 0 draws).
         seed: the run's seed (seeds of sweep points and mapped items derive from it).
+        device: the ``torch.device`` models and batches go to (the config's ``device``,
+            resolved; None outside :func:`run_experiment`: the library default, CPU).
+        dtype: the ``torch.dtype`` models are loaded in / trained with (the config's
+            ``dtype``; None outside :func:`run_experiment`: float32).
     """
 
     out_dir: Path
@@ -124,6 +135,8 @@ class RunContext:
     report: Report = field(default_factory=lambda: Report("run"))
     show_progress: bool = True
     seed: int = 0
+    device: Any = None
+    dtype: Any = None
     tables: dict[str, Path] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -263,8 +276,19 @@ def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, 
     return kind, cfg, spec
 
 
+def _comparable(config: Any) -> Any:
+    """A config as :func:`_check_reuse` compares it: ``device`` left out (the same experiment
+    may resume on another device), ``dtype`` defaulted (runs older than the field)."""
+    if not isinstance(config, dict):
+        return config
+    out = {k: v for k, v in config.items() if k != "device"}
+    out.setdefault("dtype", "float32")
+    return out
+
+
 def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
-    """Refuse to resume sweep points of a different experiment in the same directory."""
+    """Refuse to resume sweep points of a different experiment in the same directory (the
+    device may differ, see :func:`_comparable`)."""
     import json
 
     meta_path = out_dir / "run.json"
@@ -274,7 +298,7 @@ def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
         old = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return
-    if old.get("kind") != kind or old.get("config") != config:
+    if old.get("kind") != kind or _comparable(old.get("config")) != _comparable(config):
         raise ConfigError(
             f"{out_dir} holds sweep results of a different experiment (kind "
             f"{old.get('kind')!r}, other config); resuming would mix them -- choose another "
@@ -291,9 +315,47 @@ def _prepare(kind: Kind, source, out_dir) -> Path:
     return out_dir
 
 
+def _where(source) -> str:
+    """How messages name an experiment's ``[config]`` (as :func:`load_experiment` does)."""
+    return f"{'experiment' if isinstance(source, Mapping) else str(source)}: [config]"
+
+
+def _override_devices(kind: Kind, cfg: Any, source, device: str | None,
+                      dtype: str | None) -> Any:
+    """``cfg`` with ``device`` / ``dtype`` replaced where given (``interp run --device``)."""
+    if device is None and dtype is None:
+        return cfg
+    if not isinstance(cfg, DeviceConfig):
+        raise ConfigError(f"{_where(source)}: kind {kind.name!r} has no device/dtype settings "
+                          f"(its config does not inherit interp.config.DeviceConfig)")
+    if not isinstance(device, (str, type(None))):
+        device = str(device)
+    changes = {"device": device, "dtype": None if dtype is None else dtype_name(dtype)}
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _run_devices(cfg: Any, source) -> tuple[Any, Any]:
+    """The run's ``(torch.device, torch.dtype)`` from the config (see the module docs)."""
+    import os
+
+    import torch
+
+    from interp.devices import default_device
+
+    if isinstance(cfg, DeviceConfig):
+        device, dtype = cfg.resolve_devices(_where(source))
+    else:
+        device, dtype = default_device(), torch.float32
+    if device.type == "cuda" and device.index is None and shard.world_size() > 1:
+        local = int(os.environ.get("LOCAL_RANK", shard.rank()))
+        device = torch.device("cuda", local % torch.cuda.device_count())
+    return device, dtype
+
+
 def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path | None = None,
                    quick: bool = False, progress: bool = True, nproc: int = 1,
-                   backend: str = "gloo") -> Path:
+                   backend: str = "gloo", device: str | None = None,
+                   dtype: str | None = None) -> Path:
     """Validate and run an experiment; write ``run.json``, its tables/figures and
     ``report.html`` into the run directory.
 
@@ -307,6 +369,8 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
             same results as one process.
         backend: torch.distributed backend of a sharded run (``gloo``; ``nccl`` for kinds
             that exchange CUDA tensors, one GPU per rank).
+        device, dtype: replace the config's ``device`` / ``dtype`` (names, e.g. ``"cpu"``,
+            ``"bfloat16"``); None keeps the config's.
 
     Returns:
         The run directory (the report is ``<dir>/report.html``).
@@ -314,28 +378,34 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     Raises:
         FileNotFoundError: the experiment file is missing.
         ConfigError: bad TOML, unknown kind (lists the known ones), unknown/missing/mistyped
-            config fields (names the field and lists the valid ones).
+            config fields (names the field and lists the valid ones), a device this machine
+            does not have or an unknown dtype (names the field).
         interp.distributed.DistributedError: a rank of a sharded run failed (names the rank,
             with its traceback).
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     kind, cfg, spec = load_experiment(source)
+    cfg = _override_devices(kind, cfg, source, device, dtype)
+    run_device, run_dtype = _run_devices(cfg, source)      # checked before any process starts
     out_dir = _prepare(kind, source, out_dir)
     config = to_dict(cfg)
     _check_reuse(out_dir, kind.name, config)
     if nproc > 1:
-        return _run_sharded(kind, source, out_dir, quick, progress, nproc, backend)
+        return _run_sharded(kind, source, out_dir, quick, progress, nproc, backend,
+                            device, dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     source_name = None if isinstance(source, Mapping) else str(source)
     extra = {"kind": kind.name, "title": spec["title"], "description": spec["description"],
-             "experiment_file": source_name, "quick": quick, "nproc": shard.world_size()}
+             "experiment_file": source_name, "quick": quick, "nproc": shard.world_size(),
+             "device": str(run_device), "dtype": dtype_name(run_dtype)}
     started = time.time()
     write_meta(out_dir, config, seed=spec["seed"], extra={**extra, "status": "running",
                                                           "started": started})
     report = _new_report(kind, spec, source_name, quick, config, out_dir)
+    report.facts["device"] = f"{run_device} ({dtype_name(run_dtype)})"
     ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress,
-                     seed=spec["seed"])
+                     seed=spec["seed"], device=run_device, dtype=run_dtype)
     shard.seed_everything(spec["seed"])
     status, error = "finished", None
     try:
@@ -374,17 +444,19 @@ def _new_report(kind: Kind, spec: dict, source_name: str | None, quick: bool, co
 
 
 def _run_rank(rank: int, world_size: int, source, out_dir: Path, quick: bool, progress: bool,
-              kind_module: str) -> str | None:
+              kind_module: str, device: str | None = None,
+              dtype: str | None = None) -> str | None:
     """One rank of a sharded run (started by :func:`run_distributed` in a process group)."""
     import importlib
 
     importlib.import_module(kind_module)     # kinds registered outside experiment_kinds too
-    out = run_experiment(source, out_dir=out_dir, quick=quick, progress=progress)
+    out = run_experiment(source, out_dir=out_dir, quick=quick, progress=progress,
+                         device=device, dtype=dtype)
     return str(out) if rank == 0 else None
 
 
 def _run_sharded(kind: Kind, source, out_dir: Path, quick: bool, progress: bool, nproc: int,
-                 backend: str) -> Path:
+                 backend: str, device: str | None = None, dtype: str | None = None) -> Path:
     """Start ``nproc`` ranks that each run the experiment; see the module docs."""
     import json
     import os
@@ -397,7 +469,7 @@ def _run_sharded(kind: Kind, source, out_dir: Path, quick: bool, progress: bool,
     source = dict(source) if isinstance(source, Mapping) else str(source)
     try:
         run_distributed(_run_rank, nproc, source, out_dir, quick, progress,
-                        kind.run.__module__, backend=backend, timeout=None,
+                        kind.run.__module__, device, dtype, backend=backend, timeout=None,
                         num_threads=threads)
     except DistributedError as exc:
         # Rank 0 may have been stopped before writing, or failed only because another rank
@@ -411,6 +483,7 @@ def _run_sharded(kind: Kind, source, out_dir: Path, quick: bool, progress: bool,
         atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str))
         if not exc.failures or exc.failures[0][0] != 0:
             kind_, cfg, spec = load_experiment(source)
+            cfg = _override_devices(kind_, cfg, source, device, dtype)
             report = _new_report(kind_, spec, None if isinstance(source, dict) else source,
                                  quick, to_dict(cfg), out_dir)
             report.facts.update(processes=nproc, status="failed")

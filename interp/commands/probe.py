@@ -58,7 +58,8 @@ def _sink(model, tokens, args) -> pd.DataFrame:
                             skip=200)
         bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos else None
         if ensure_info(model).causal and bos is not None:
-            body = torch.cat([torch.full((body.shape[0], 1), bos), body], dim=1)
+            body = torch.cat([torch.full((body.shape[0], 1), bos, dtype=body.dtype,
+                                         device=body.device), body], dim=1)
         tokens = check_tokens(model, body)
     return sink_probe_table(model, tokens)
 
@@ -111,13 +112,14 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the table to this file instead of stdout")
 
 
-@command("probe", "run a probe on a model and print one row per layer/head, top heads first")
+@command("probe", "run a probe on a model and print one row per layer/head, top heads first",
+         devices="model")
 @arguments(_args)
 def cmd_probe(args) -> int:
     import interp
 
     entry = PROBES[args.name]
-    model = interp.load_model(args.model)
+    model = interp.load_model(args.model, device=args.device, dtype=args.dtype)
     df = entry.run(model, _tokens(model, args), args)
     df = df.sort_values(entry.sort_by, ascending=entry.ascending).reset_index(drop=True)
     if args.top:

@@ -6,6 +6,10 @@ write its run directory (run.json, tables, figures, one self-contained report.ht
 command joins torchrun's process group instead of starting processes itself::
 
     torchrun --nproc-per-node 2 -m interp run experiments/retrieval_mqar.toml
+
+``--device`` / ``--dtype`` replace the config's ``device`` / ``dtype`` fields (every kind has
+them; default ``auto`` = CUDA when available, and float32); ``run.json`` records the device and
+dtype the run really used.
 """
 from __future__ import annotations
 
@@ -43,7 +47,9 @@ def _list_kinds() -> None:
     for name in kinds():
         kind = get_kind(name)
         print(f"{name}: {kind.doc.splitlines()[0] if kind.doc else ''}")
-        for f in dataclasses.fields(kind.config_cls):
+        # the shared device/dtype fields (interp.config.DeviceConfig) last
+        for f in sorted(dataclasses.fields(kind.config_cls),
+                        key=lambda f: f.name in ("device", "dtype")):
             default = (f.default if f.default is not dataclasses.MISSING else
                        f.default_factory() if f.default_factory is not dataclasses.MISSING
                        else "(required)")
@@ -51,7 +57,8 @@ def _list_kinds() -> None:
             print(f"    {f.name} = {text if len(text) < 60 else text[:57] + '...'}")
 
 
-@command("run", "run an experiment file (kind + [config]) and write its report.html")
+@command("run", "run an experiment file (kind + [config]) and write its report.html",
+         devices="override")
 @arguments(_run_args)
 def cmd_run(args) -> int:
     from interp.experiments import run_experiment
@@ -77,7 +84,7 @@ def cmd_run(args) -> int:
         try:
             out = run_experiment(path, out_dir=args.out, quick=args.quick,
                                  progress=not args.no_progress, nproc=args.nproc,
-                                 backend=args.backend)
+                                 backend=args.backend, device=args.device, dtype=args.dtype)
         except DistributedError as exc:
             print(f"interp run: error: {exc}", file=sys.stderr)
             print("interp run: the finished sweep points are kept; run the same command "

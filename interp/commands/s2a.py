@@ -21,18 +21,21 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
 
-@command("s2a", "System 2 Attention: accuracy and attention on distractors, three conditions")
+@command("s2a", "System 2 Attention: accuracy and attention on distractors, three conditions",
+         devices="model")
 @arguments(_args)
 def cmd_s2a(args) -> int:
     from tqdm.auto import tqdm
 
+    from interp.config import dtype_name
     from interp.experiment_kinds.s2a import S2AConfig, run_comparison
     from interp.s2a import layer_figure
 
     cfg = S2AConfig(model=args.model, data=args.data, limit=args.limit,
-                    generate_with=args.generate_with, threads=args.threads)
+                    generate_with=args.generate_with, threads=args.threads,
+                    device=str(args.device), dtype=dtype_name(args.dtype))
     res = run_comparison(cfg, args.limit, progress=lambda it, desc=None, total=None: tqdm(
-        it, desc=desc, total=total, file=sys.stderr))
+        it, desc=desc, total=total, file=sys.stderr), device=args.device, dtype=args.dtype)
     if args.out:
         from interp.results import write_table as write_csv
         from interp.viz.figures import save_figure

@@ -46,14 +46,13 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute-stride", type=int, default=256,
                    help="recompute is evaluated at every N-th position (default 256)")
     p.add_argument("--no-bos", action="store_true", help="do not start the stream with BOS")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--out", default=None, help="write the per-chunk table here")
 
 
 @command("stream", "StreamingLLM: perplexity per chunk and decode cost of dense, window, "
-                   "sink+window and recompute attention on a long text")
+                   "sink+window and recompute attention on a long text", devices="model")
 @arguments(_stream_args)
 def cmd_stream(args) -> int:
     import torch
@@ -82,9 +81,10 @@ def cmd_stream(args) -> int:
 
 
 def _run_stream(args, modes, text) -> int:
-    from interp.streaming import StreamingLM, evaluate_stream, stream_tokens
+    from interp.experiment_kinds.streaming import streaming_lm
+    from interp.streaming import evaluate_stream, stream_tokens
 
-    lm = StreamingLM.from_name(args.model, dtype=args.dtype)
+    lm = streaming_lm(args.model, args.device, args.dtype)
     tokens = stream_tokens(lm.tokenizer, text, args.tokens, bos=not args.no_bos)
     if "dense" in modes and args.tokens > lm.n_ctx:
         print(f"interp stream: dense is evaluated on the first {lm.n_ctx} tokens only (the "

@@ -19,7 +19,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
 
 
-@command("train", "train a toy model with progress (checkpoints + history.csv)")
+@command("train", "train a toy model with progress (checkpoints + history.csv)",
+         devices="model")
 @arguments(_args)
 def cmd_train(args) -> int:
     import dataclasses
@@ -34,7 +35,7 @@ def cmd_train(args) -> int:
     if args.no_control:
         data["control"] = False
     cfg = from_dict(ToyInductionConfig, data, where=args.config or "toy-induction")
-    history = train_toy_induction(cfg, out_dir=args.out)
+    history = train_toy_induction(cfg, out_dir=args.out, device=args.device, dtype=args.dtype)
     evals = history.dropna(subset=["induction"])
     last = evals.groupby("model").tail(1)
     write_table(last[["model", "step", "loss", "induction", "previous_token", "repeated_loss",

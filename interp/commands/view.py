@@ -33,7 +33,8 @@ def _view_args(p: argparse.ArgumentParser) -> None:
                    help="only tokens [0, N) or [START, END) (keeps long prompts small)")
 
 
-@command("view", "write an attention-pattern view of a prompt as a standalone HTML page")
+@command("view", "write an attention-pattern view of a prompt as a standalone HTML page",
+         devices="model")
 @arguments(_view_args)
 def cmd_view(args) -> int:
     from interp.models.registry import load_model
@@ -51,7 +52,7 @@ def cmd_view(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out}: expected a .html file name")
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     view = attention_view(model, prompt, layers=args.layers, heads=args.heads,
                           token_window=args.window)
     view.save(out)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from interp.config import DeviceConfig
 from interp.experiments import RunContext, experiment
 
 
 @dataclass(frozen=True)
-class CircuitsConfig:
+class CircuitsConfig(DeviceConfig):
     """Attributes:
         model: registered model name, ``toy:<name>``, or ``circuit-toy`` (trains
             :func:`interp.circuits.toy.circuit_toy` once and caches it).
@@ -39,6 +40,7 @@ class CircuitsConfig:
             and ``heads`` candidates (at most ``candidates``).
         residual_patching: also run layer x position patching.
         threads: torch CPU threads (0 = default).
+        device, dtype: where the model runs and its dtype (:class:`DeviceConfig`).
     """
 
     model: str = "circuit-toy"
@@ -78,16 +80,18 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     if cfg.model == "circuit-toy":
         from interp.circuits.toy import circuit_toy
         from interp.distributed.shard import barrier
+        from interp.models.toy_induction import ToyInductionConfig
 
-        # trained once and cached: rank 0 trains (or loads) it first, the others then load
-        # the finished checkpoint (no two ranks writing the cache at once)
+        # trained once (on CPU: the same cached checkpoint on every machine) and cached:
+        # rank 0 trains (or loads) it first, the others wait for the finished checkpoint (no
+        # two ranks writing the cache at once); then every rank loads it on the run's device
         if ctx.is_main:
-            model = circuit_toy()
+            circuit_toy()
         barrier()
-        if not ctx.is_main:
-            model = circuit_toy()
+        model = interp.load_model(f"toy:{ToyInductionConfig.name}", device=ctx.device,
+                                  dtype=ctx.dtype)
     else:
-        model = interp.load_model(cfg.model)
+        model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
     if ctx.quick:
         batch = cfg.quick_batch if cfg.quick_batch > 0 else max(2, cfg.batch // 4)
     else:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.config import DeviceConfig
 from interp.experiments import RunContext, experiment
 
 
 @dataclass(frozen=True)
-class LinearisedConfig:
+class LinearisedConfig(DeviceConfig):
     """Attributes:
         model: registered pretrained decoder name.
         feature_maps: linear-attention feature maps; empty = every registered one.
@@ -29,6 +30,7 @@ class LinearisedConfig:
         text, ppl_tokens, ppl_window: perplexity text, tokens scored, window length.
         form: linear-attention form (``chunked`` or ``parallel``).
         threads: torch CPU threads (0 = leave as is).
+        device, dtype: where the model runs and its dtype (:class:`DeviceConfig`).
     """
 
     model: str = "smollm2-135m"
@@ -57,7 +59,7 @@ def run_linearised(cfg: LinearisedConfig, ctx: RunContext) -> None:
     quick = ctx.quick
     prompts = KVLookupConfig(n_pairs=cfg.n_pairs, n_shots=cfg.n_shots,
                              batch=min(cfg.n_prompts, 8) if quick else cfg.n_prompts)
-    model = interp.load_model(cfg.model)
+    model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
     table = linearised_study(
         model, feature_maps=cfg.feature_maps or None,
         layer_sets=("all",) if quick else cfg.layer_sets, prompts=prompts, seed=cfg.seed,

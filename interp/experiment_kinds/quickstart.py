@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from interp.models.loading import ensure_info
-from interp.config import require_at_least
+from interp.config import DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 DEFAULT_PROMPT = (
@@ -41,7 +41,7 @@ DEFAULT_PROMPT = (
 
 
 @dataclass(frozen=True)
-class QuickstartConfig:
+class QuickstartConfig(DeviceConfig):
     """Settings of the quickstart report.
 
     Attributes:
@@ -57,6 +57,7 @@ class QuickstartConfig:
         sink_positions: key positions whose attention mass the sink probe measures.
         seed: seed of the random token sequences.
         threads: torch CPU threads (0 = leave torch's default).
+        device, dtype: where the model runs and its dtype (:class:`DeviceConfig`).
     """
 
     model: str = "smollm2-135m"
@@ -130,7 +131,7 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
         ctx.log(name)
 
     stage("load model")
-    model = interp.load_model(cfg.model)
+    model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
     info = ensure_info(model)
     batch = cfg.quick_batch if ctx.quick else cfg.batch
     ctx.report.facts["model"] = (f"{cfg.model} ({model.cfg.n_layers} layers x "

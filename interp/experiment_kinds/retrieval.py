@@ -14,7 +14,8 @@ def run(cfg: RetrievalSweepConfig, ctx: RunContext) -> None:
     from interp.retrieval.sweep import run_retrieval_sweep
 
     table = run_retrieval_sweep(cfg, ctx.out_dir, quick=ctx.quick,
-                                progress=ctx.show_progress and ctx.is_main)
+                                progress=ctx.show_progress and ctx.is_main,
+                                device=ctx.device, dtype=ctx.dtype)
     ctx.add_table("retrieval", table, caption="one row per trained model (accuracy on the "
                   "held-out MQAR queries, state size per layer summed over mixers)")
     ctx.add_figure("accuracy_vs_state", accuracy_vs_state(table),

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.config import require_at_least
+from interp.config import DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 
 @dataclass(frozen=True)
-class S2AConfig:
+class S2AConfig(DeviceConfig):
     """Settings of the S2A comparison.
 
     Attributes:
@@ -34,6 +34,7 @@ class S2AConfig:
         generate_with: ``"hf"`` (plain HF copy with its own KV cache, fast) or ``"bridge"``
             (full forwards through the hooked model); both give HF ``generate``'s tokens.
         threads: torch CPU threads (0 = leave torch's default).
+        device, dtype: where both models run and their dtype (:class:`DeviceConfig`).
     """
 
     model: str = "smollm2-135m"
@@ -53,18 +54,27 @@ class S2AConfig:
 
 
 def run_comparison(cfg: S2AConfig, limit: int | None = None, progress=None, log=None,
-                   map_fn=None):
+                   map_fn=None, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None):
     """Load the model(s) and run :func:`interp.s2a.run_s2a` (``map_fn``: how the per-question
-    work is mapped, e.g. ``RunContext.map``); returns the :class:`S2AResult`."""
+    work is mapped, e.g. ``RunContext.map``); returns the :class:`S2AResult`.
+
+    ``device`` / ``dtype``: resolved values (an experiment run passes its own); default the
+    config's ``device`` / ``dtype``, resolved here."""
     import interp
     from interp.models.registry import load_hf
     from interp.s2a import load_examples, run_s2a
 
+    if device is None or dtype is None:
+        dev, dt = cfg.resolve_devices()
+        device = dev if device is None else device
+        dtype = dt if dtype is None else dtype
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     examples = load_examples(cfg.data or None, limit=limit or None)
-    model = interp.load_model(cfg.model)
-    gen = load_hf(cfg.model)[0] if cfg.generate_with == "hf" else model
+    model = interp.load_model(cfg.model, device=device, dtype=dtype)
+    gen = (load_hf(cfg.model, dtype)[0].to(device) if cfg.generate_with == "hf"
+           else model)
     return run_s2a(model, examples, generator=gen, answer_tokens=cfg.answer_tokens,
                    rewrite_tokens=cfg.rewrite_tokens, progress=progress, log=log,
                    map_fn=map_fn)
@@ -78,7 +88,8 @@ def run_s2a_experiment(cfg: S2AConfig, ctx: RunContext) -> None:
 
     limit = cfg.quick_limit if ctx.quick else cfg.limit
     res = run_comparison(cfg, limit, progress=ctx.progress, log=ctx.log,
-                         map_fn=lambda fn, items: ctx.map(fn, items, name="s2a", desc="s2a"))
+                         map_fn=lambda fn, items: ctx.map(fn, items, name="s2a", desc="s2a"),
+                         device=ctx.device, dtype=ctx.dtype)
     ctx.add_table("s2a_table", res.table,
                   "one row per condition; attention = mean mass from the last prompt token "
                   "(where the answer starts) over layers, heads and questions; survival = "

@@ -18,12 +18,25 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp.config import require_at_least
+from interp.config import DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 
+def streaming_lm(name: str, device: torch.device | None = None,
+                 dtype: torch.dtype | str | None = None):
+    """:class:`interp.streaming.StreamingLM` for model ``name`` (registry name, folder, hub
+    id) in ``dtype`` on ``device`` (default CPU): its caches and tables follow the model."""
+    from interp.models.registry import load_hf
+    from interp.streaming import StreamingLM
+
+    hf_model, tok = load_hf(name, dtype)
+    if device is not None:
+        hf_model = hf_model.to(device)
+    return StreamingLM(hf_model, tok)
+
+
 @dataclass(frozen=True)
-class StreamingConfig:
+class StreamingConfig(DeviceConfig):
     """Settings of the streaming study.
 
     Attributes:
@@ -39,6 +52,7 @@ class StreamingConfig:
         recompute_stride: sliding-window recomputation is evaluated every this many tokens.
         quick_sweep_tokens, quick_windows, quick_stream_tokens: used by ``--quick``.
         threads: torch CPU threads (0 = leave torch's default).
+        device, dtype: where the model runs and its dtype (:class:`DeviceConfig`).
     """
 
     model: str = "smollm2-135m"
@@ -76,7 +90,7 @@ def run_streaming(cfg: StreamingConfig, ctx: RunContext) -> None:
     then a real stream through the StreamingLLM KV cache."""
     import interp
     from interp.data import load_text
-    from interp.streaming import StreamingLM, evaluate_stream, stream_tokens
+    from interp.streaming import evaluate_stream, stream_tokens
     from interp.streaming.window_sweep import blowup_table, window_sweep
     from interp.viz.figures import streaming_ppl
 
@@ -88,7 +102,7 @@ def run_streaming(cfg: StreamingConfig, ctx: RunContext) -> None:
     n_stream = cfg.quick_stream_tokens if ctx.quick else cfg.stream_tokens
 
     ctx.log(f"window sweep: {n_sweep} tokens, windows {list(windows)}, sinks {cfg.sinks}")
-    model = interp.load_model(cfg.model)
+    model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
     toks = stream_tokens(model.tokenizer, text, n_sweep, bos=cfg.bos)
     sweep = window_sweep(model, toks, windows=windows, sinks=cfg.sinks, progress=ctx.show_progress and ctx.is_main)
     del model
@@ -109,7 +123,7 @@ def run_streaming(cfg: StreamingConfig, ctx: RunContext) -> None:
 
     if n_stream:
         ctx.log(f"stream: {n_stream} tokens, {cfg.stream_sinks} sinks + {cfg.stream_window}")
-        lm = StreamingLM.from_name(cfg.model)
+        lm = streaming_lm(cfg.model, ctx.device, ctx.dtype)
         st = stream_tokens(lm.tokenizer, text, n_stream, bos=cfg.bos)
         res = evaluate_stream(lm, st, window=cfg.stream_window, sinks=cfg.stream_sinks,
                               chunk=cfg.chunk, recompute_stride=cfg.recompute_stride,

@@ -1,4 +1,5 @@
-"""Toy transformers: built from a config, trained on CPU, saved and loaded as checkpoints.
+"""Toy transformers: built from a config, trained (on any device), saved and loaded as
+checkpoints.
 
 A toy model is a TransformerLens native model wrapped in a ``TransformerBridge`` (via
 ``TransformerBridge.boot_native``), so it has exactly the hook names of the pretrained
@@ -8,6 +9,11 @@ models (``blocks.{l}.attn.hook_pattern``, ``hook_q``, ``hook_k``, ``hook_v``, ``
 
 ``load_model("toy:<path or name>")`` loads a checkpoint folder; a bare name is looked up
 in ``<cache>/toy/<name>`` (where ``interp train`` writes).
+
+Devices: :func:`train_toy` trains on the device of the model's parameters (build it there:
+``build_toy(cfg, device=...)``) and moves every batch there; ``dtype`` below float32 trains
+with mixed precision (:class:`TrainPrecision`: autocast, float32 weights and optimiser state,
+a gradient scaler for float16). Checkpoints are written from CPU copies of the weights.
 """
 from __future__ import annotations
 
@@ -77,7 +83,8 @@ class ToyConfig:
 
 def build_toy(cfg: ToyConfig, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None):
-    """A freshly initialised toy model (``TransformerBridge``) for ``cfg``.
+    """A freshly initialised toy model (``TransformerBridge``) for ``cfg``, on ``device``
+    (default CPU) in ``dtype`` (default float32).
 
     The config is attached as ``model.toy_config``.
     """
@@ -179,6 +186,57 @@ def load_toy(spec: str | Path, device: str | torch.device | None = None,
     return model
 
 
+class TrainPrecision:
+    """Mixed-precision training in ``dtype`` on ``device``, one object for both training loops
+    (:func:`train_toy`, :func:`interp.retrieval.train.train_mqar`).
+
+    float32 (the default) is plain training: no autocast, no scaler -- exactly
+    ``loss.backward(); clip; opt.step()``. float16 / bfloat16: the forward runs under
+    ``torch.autocast(device.type, dtype)`` while weights and optimiser state stay float32
+    (losses are computed in float32: :func:`token_losses` upcasts); float16 adds a
+    ``GradScaler`` so small gradients do not underflow.
+    """
+
+    def __init__(self, device: str | torch.device | None = None,
+                 dtype: torch.dtype | str | None = None):
+        from interp.devices import resolve_dtype
+
+        self.device = torch.device(device if device is not None else "cpu")
+        self.dtype = resolve_dtype(dtype)
+        self.enabled = self.dtype != torch.float32
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if self.dtype == torch.float16 else None)
+
+    def autocast(self):
+        """Context for the forward pass (a no-op for float32)."""
+        import contextlib
+
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params,
+             max_norm: float = 1.0) -> None:
+        """``backward``, clip the gradient norm to ``max_norm``, optimiser step."""
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+
+def model_device(model) -> torch.device:
+    """Device of a model's first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def train_toy(
     model,
     batch_fn: Callable[[int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
@@ -191,11 +249,15 @@ def train_toy(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     progress: bool = True,
+    dtype: torch.dtype | str | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` with AdamW on next-token loss; returns the history as a DataFrame.
 
+    Training runs on the device of ``model``'s parameters; batches are moved there (make them
+    there to save the copy, e.g. ``InductionMixture.batch_fn(device=...)``).
+
     Args:
-        model: a toy ``TransformerBridge`` (from :func:`build_toy`).
+        model: a toy ``TransformerBridge`` (from :func:`build_toy`), float32 weights.
         batch_fn: ``step -> tokens [batch, seq]`` or ``(tokens, loss_mask [batch, seq-1])``.
         steps: optimiser steps.
         lr: peak learning rate (linear warmup for ``warmup`` steps, then cosine to 10%).
@@ -203,11 +265,14 @@ def train_toy(
             (e.g. the ICL score); its values become history columns.
         checkpoint_dir: if given, checkpoints ``step_{n:06d}/`` are saved every
             ``checkpoint_every`` steps and ``final/`` at the end, with the history so far.
+        dtype: compute dtype (:class:`TrainPrecision`; default float32, plain training).
 
     Returns:
         DataFrame with one row per logged step: ``step``, ``loss``, ``lr`` and eval metrics.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    device = model_device(model)
+    precision = TrainPrecision(device, dtype)
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -221,25 +286,25 @@ def train_toy(
     for step in bar:
         batch = batch_fn(step)
         tokens, mask = batch if isinstance(batch, tuple) else (batch, None)
+        tokens = tokens.to(device)
+        mask = mask.to(device) if mask is not None else None
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        logits = model(tokens)
+        with precision.autocast():
+            logits = model(tokens)
         loss = lm_loss(logits, tokens, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        precision.step(loss, opt, model.parameters())
         last = step == steps - 1
         do_eval = eval_fn is not None and ((step + 1) % eval_every == 0 or last or step == 0)
         if step % 10 == 0 or last or do_eval:
-            row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step)}
+            row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step)}  # syncs: log steps only
             if do_eval:
                 model.eval()
-                with torch.no_grad():
+                with torch.no_grad(), precision.autocast():
                     row.update(eval_fn(model))
                 model.train()
             rows.append(row)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
         if checkpoint_dir and checkpoint_every and (step + 1) % checkpoint_every == 0 and not last:
             save_toy(model, Path(checkpoint_dir) / f"step_{step + 1:06d}", pd.DataFrame(rows))
     model.eval()

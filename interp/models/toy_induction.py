@@ -69,31 +69,36 @@ class ToyInductionConfig:
                          positional="rotary", seed=self.seed)
 
 
-def induction_batch(cfg: ToyInductionConfig, step: int) -> torch.Tensor:
+def induction_batch(cfg: ToyInductionConfig, step: int,
+                    device: str | torch.device | None = None) -> torch.Tensor:
     """Training batch ``[batch, 1 + 2 * s]`` for ``step``: BOS, a random segment of length
     ``s`` (drawn in ``[min_seg, max_seg]`` for this batch) and the same segment again; seeded
-    by ``(seed, step)``."""
+    by ``(seed, step)``, drawn on CPU and returned on ``device`` (default CPU)."""
     from interp.tasks import repeated_tokens
 
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     s = int(torch.randint(cfg.min_seg, cfg.max_seg + 1, (1,), generator=g))
-    return repeated_tokens(cfg.batch, s, 2, cfg.d_vocab, bos_token=BOS, low=1, generator_=g)
+    return repeated_tokens(cfg.batch, s, 2, cfg.d_vocab, bos_token=BOS, low=1, generator_=g,
+                           device=device)
 
 
-def eval_tokens(cfg: ToyInductionConfig, batch: int = 32) -> torch.Tensor:
+def eval_tokens(cfg: ToyInductionConfig, batch: int = 32,
+                device: str | torch.device | None = None) -> torch.Tensor:
     """The fixed held-out batch: ``[batch, 1 + 2 * seg_len]`` repeated random tokens."""
     from interp.tasks import repeated_tokens
 
     return repeated_tokens(batch, cfg.seg_len, 2, cfg.d_vocab, bos_token=BOS, low=1,
-                           seed=10_000 + cfg.seed)
+                           seed=10_000 + cfg.seed, device=device)
 
 
 def induction_metrics(model, tokens: torch.Tensor, seg_len: int) -> dict[str, float]:
     """Best-head induction and previous-token scores, repeated-half loss, first-half loss and
     ICL score (loss at the last token minus loss at token ``seg_len // 2``) on ``tokens``."""
     from interp.circuits.ablation import first_half_loss, repeated_half_loss
+    from interp.models.toy import model_device
     from interp.probes.induction import pattern_scores
 
+    tokens = tokens.to(model_device(model))
     df = pattern_scores(model, tokens, seg_len=seg_len, offset=1)
     with torch.no_grad():
         logits = model(tokens)
@@ -113,8 +118,14 @@ def default_dir(name: str) -> Path:
 
 
 def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
-                        out_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+                        out_dir: str | Path | None = None, progress: bool = True,
+                        device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None) -> pd.DataFrame:
     """Train the induction model (and the 1-layer control); returns the training history.
+
+    ``device`` (a name or ``torch.device``, default CPU; ``"auto"``: CUDA when available)
+    holds the models and every batch; ``dtype`` is the compute dtype (mixed precision below
+    float32, see :class:`interp.models.toy.TrainPrecision`). Checkpoints are float32.
 
     Returns:
         DataFrame with columns ``model`` ("main"/"control"), ``step``, ``loss``, ``lr``,
@@ -123,19 +134,22 @@ def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
     """
     if not 1 <= cfg.min_seg <= cfg.max_seg:
         raise ValueError(f"need 1 <= min_seg <= max_seg, got {cfg.min_seg}, {cfg.max_seg}")
+    from interp.devices import resolve_device
+
+    device = resolve_device(device) if device is not None else torch.device("cpu")
     out = Path(out_dir) if out_dir else default_dir(cfg.name)
-    held_out = eval_tokens(cfg)
+    held_out = eval_tokens(cfg, device=device)
     runs = [("main", cfg.n_layers, out)]
     if cfg.control:
         runs.append(("control", 1, out.parent / f"{out.name}-control"))
     histories = []
     for label, n_layers, path in runs:
-        model = build_toy(cfg.toy_config(n_layers))
+        model = build_toy(cfg.toy_config(n_layers), device=device)
         history = train_toy(
-            model, lambda step: induction_batch(cfg, step), steps=cfg.steps, lr=cfg.lr,
-            eval_fn=lambda m: induction_metrics(m, held_out, cfg.seg_len),
+            model, lambda step: induction_batch(cfg, step, device=device), steps=cfg.steps,
+            lr=cfg.lr, eval_fn=lambda m: induction_metrics(m, held_out, cfg.seg_len),
             eval_every=cfg.eval_every, checkpoint_dir=path / "checkpoints",
-            checkpoint_every=cfg.checkpoint_every, progress=progress)
+            checkpoint_every=cfg.checkpoint_every, progress=progress, dtype=dtype)
         save_toy(model, path, history)
         histories.append(history.assign(model=label))
     return pd.concat(histories, ignore_index=True)

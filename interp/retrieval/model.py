@@ -129,6 +129,12 @@ class AttentionMixer(nn.Module):
 
     ``forward(x [b, n, d_model]) -> [b, n, d_model]``; ``qkv(x)`` gives
     ``q, k, v [b, heads, n, d_head]`` (what probes hand to ``impl.pattern``).
+
+    Under autocast (mixed-precision training, :class:`interp.models.toy.TrainPrecision`) the
+    projections run in the low dtype but the attention implementation itself runs in float32
+    with autocast off: softmax normalisers, masks filled with large negatives and the running
+    sums of linear attention need float32 accumulation (and several implementations refuse
+    mixed dtypes). Without autocast nothing is cast.
     """
 
     def __init__(self, d_model: int, n_heads: int, spec: MixerSpec) -> None:
@@ -148,7 +154,11 @@ class AttentionMixer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x)
-        out = self.impl(q, k, v, causal=True)  # [b, heads, n, d_head]
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                out = self.impl(q.float(), k.float(), v.float(), causal=True)
+        else:
+            out = self.impl(q, k, v, causal=True)  # [b, heads, n, d_head]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
     def state_size(self, seq_len: int) -> int:

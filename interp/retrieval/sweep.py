@@ -11,6 +11,9 @@ Architecture
   ``linear_<map>``). ``exclude`` drops labels, ``options`` adds keyword options per label (or
   per registry name, e.g. ``linear = {form = "parallel"}``), and ``hybrids`` adds mixtures such
   as Based (linear attention with the Taylor map + a sliding window, summed).
+- Devices: ``device`` / ``dtype`` (:class:`interp.config.DeviceConfig`) say where models and
+  batches live and the compute dtype; a point's hash includes ``dtype`` when it is not float32
+  (lower precision is another result) but never ``device`` (a sweep may resume elsewhere).
 - :func:`run_retrieval_sweep` trains one model per (implementation, d_model, num_kv_pairs) with
   :func:`interp.retrieval.train.train_mqar`, measures the attention bottleneck of each trained
   model (:mod:`interp.probes.retrieval`), and records each finished point in
@@ -36,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import attention
-from interp.config import ConfigError, from_dict, to_dict
+from interp.config import ConfigError, DeviceConfig, dtype_name, from_dict, to_dict
 from interp.probes.retrieval import (
     attention_bottleneck, relate_retrieval_error, summarize_bottleneck,
 )
@@ -99,7 +102,7 @@ class QuickOverrides:
 
 
 @dataclass(frozen=True)
-class RetrievalSweepConfig:
+class RetrievalSweepConfig(DeviceConfig):
     """MQAR recall sweep over implementations x widths x numbers of key-value pairs.
 
     Attributes:
@@ -116,6 +119,7 @@ class RetrievalSweepConfig:
         threads: torch CPU threads during the sweep (1 is fastest on a shared 2-core box).
         seed: model initialisation seed (data seeds are in ``train``).
         quick: the quick variant's overrides.
+        device, dtype: where models and batches live, compute dtype (:class:`DeviceConfig`).
     """
 
     vocab_size: int = 128
@@ -246,19 +250,28 @@ def sweep_points(cfg: RetrievalSweepConfig) -> list[dict[str, Any]]:
             for d in cfg.d_models:
                 setup = {"model": cfg.model_config(impl, d), "task": cfg.task(n),
                          "train": cfg.train, "probe_samples": cfg.probe_samples}
+                if cfg.dtype != "float32":   # float32 hashes stay those of older runs
+                    setup["dtype"] = cfg.dtype
                 points.append({"impl": label, "d_model": d, "num_kv_pairs": n,
                                "setup": _hash(setup)})
     return points
 
 
 def run_point(cfg: RetrievalSweepConfig, point: dict[str, Any], impl: HybridSpec,
-              progress: bool = False) -> dict[str, Any]:
-    """Train and measure one model; returns the result fields of its table row."""
+              progress: bool = False, device: str | torch.device | None = None,
+              dtype: torch.dtype | str | None = None) -> dict[str, Any]:
+    """Train and measure one model on ``device`` in ``dtype`` (default: the config's);
+    returns the result fields of its table row."""
+    if device is None or dtype is None:
+        dev, dt = cfg.resolve_devices()
+        device = dev if device is None else device
+        dtype = dt if dtype is None else dtype
     task = cfg.task(point["num_kv_pairs"])
     model_cfg = cfg.model_config(impl, point["d_model"])
     res = _train.train_mqar(model_cfg, task, cfg.train, progress=progress,
-                            desc=f"{point['impl']} d={point['d_model']} n={point['num_kv_pairs']}")
-    probe_inputs = mqar_test_set(task, cfg.train).inputs[: cfg.probe_samples]
+                            desc=f"{point['impl']} d={point['d_model']} n={point['num_kv_pairs']}",
+                            device=device, dtype=dtype)
+    probe_inputs = mqar_test_set(task, cfg.train, device=device).inputs[: cfg.probe_samples]
     bottleneck = summarize_bottleneck(attention_bottleneck(res.model, probe_inputs))
     return {
         "accuracy": res.accuracy,
@@ -272,7 +285,8 @@ def run_point(cfg: RetrievalSweepConfig, point: dict[str, Any], impl: HybridSpec
 
 
 def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: bool = False,
-                        *, progress: bool = True) -> pd.DataFrame:
+                        *, progress: bool = True, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None) -> pd.DataFrame:
     """Run (or resume) the sweep and write its outputs (see the module docstring).
 
     Args:
@@ -280,6 +294,9 @@ def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: b
         out_dir: output folder (created); finished points already recorded there are skipped.
         quick: run :meth:`RetrievalSweepConfig.quick_variant` instead (same folder layout).
         progress: tqdm bars (one for the sweep, one per training run).
+        device, dtype: already resolved ``torch.device`` / ``torch.dtype`` (an experiment
+            run passes its own); default: ``cfg.device`` / ``cfg.dtype`` resolved here
+            (:class:`~interp.config.ConfigError` for a device this machine lacks).
 
     Returns:
         The table written to ``retrieval.csv``: one row per model with ``impl``, ``d_model``,
@@ -288,12 +305,17 @@ def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: b
         ``row_entropy``, ``min_row_entropy``.
     """
     run_cfg = cfg.quick_variant() if quick else cfg
+    if device is None or dtype is None:
+        dev, dt = run_cfg.resolve_devices()
+        device = dev if device is None else device
+        dtype = dt if dtype is None else dtype
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     impls = run_cfg.implementations()
     points = sweep_points(run_cfg)
     write_meta(out_dir, to_dict(run_cfg), seed=run_cfg.seed,
-               extra={"quick": quick, "kind": EXPERIMENT_KIND,
+               extra={"quick": quick, "kind": EXPERIMENT_KIND, "device": str(device),
+                      "dtype": dtype_name(dtype),
                       "implementations": {k: to_dict(v) for k, v in impls.items()}})
     sweep = Sweep(out_dir)
     todo = list(sweep.pending(points))
@@ -304,7 +326,8 @@ def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: b
         bar = tqdm(todo, desc="retrieval sweep", disable=not progress)
         for point in bar:
             bar.set_postfix(impl=point["impl"], d=point["d_model"], n=point["num_kv_pairs"])
-            sweep.record(point, run_point(run_cfg, point, impls[point["impl"]], progress))
+            sweep.record(point, run_point(run_cfg, point, impls[point["impl"]], progress,
+                                          device=device, dtype=dtype))
     finally:
         torch.set_num_threads(old_threads)
 

@@ -1,4 +1,4 @@
-"""Training a :class:`RetrievalModel` on MQAR on CPU, and measuring recall.
+"""Training a :class:`RetrievalModel` on MQAR (on any device), and measuring recall.
 
 - Every step draws a fresh MQAR batch (seed ``train.seed * 1_000_003 + step``), so the model
   cannot memorise a finite training set; the held-out test set is one batch of
@@ -9,6 +9,10 @@
   lookup circuit forms (~250 steps for softmax with 8 pairs, seq 64, lr 3e-3, a short conv);
   a cosine decay that shrinks the learning rate before that drop delays it, hence the default.
 - Accuracy = share of query positions (``targets != -100``) whose argmax logit is the value.
+- Devices: the model is initialised on CPU (same weights everywhere) and moved to ``device``;
+  every batch is drawn on CPU (same tokens everywhere) and moved there; ``dtype`` below
+  float32 trains with mixed precision (:class:`interp.models.toy.TrainPrecision`). Only the
+  logged losses and the accuracy come back to the host.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.config import require_at_least
+from interp.models.toy import TrainPrecision, model_device
 from interp.retrieval.model import RetrievalModel, RetrievalModelConfig
 from interp.tasks import IGNORE_INDEX, MQARConfig, TaskBatch, mqar
 
@@ -85,10 +90,12 @@ class TrainResult:
     seconds: float
 
 
-def mqar_test_set(task: MQARConfig, train: TrainConfig) -> TaskBatch:
-    """The held-out MQAR test set: ``inputs, targets [test_size, seq_len]``."""
+def mqar_test_set(task: MQARConfig, train: TrainConfig,
+                  device: str | torch.device | None = None) -> TaskBatch:
+    """The held-out MQAR test set: ``inputs, targets [test_size, seq_len]`` on ``device``
+    (default CPU)."""
     return mqar(train.test_size, task.vocab_size, task.seq_len, task.num_kv_pairs,
-                task.power_a, seed=TEST_SEED_OFFSET + train.seed)
+                task.power_a, seed=TEST_SEED_OFFSET + train.seed, device=device)
 
 
 def query_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -98,18 +105,21 @@ def query_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: RetrievalModel, batch: TaskBatch, chunk: int = 256) -> float:
-    """Accuracy of ``argmax logits`` at the positions where ``targets != -100``."""
+    """Accuracy of ``argmax logits`` at the positions where ``targets != -100`` (the batch is
+    moved to the model's device chunk by chunk; counts stay there until the end)."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    dev = model_device(model)
+    correct = torch.zeros((), dtype=torch.long, device=dev)
+    total = torch.zeros((), dtype=torch.long, device=dev)
     for s in range(0, batch.inputs.shape[0], chunk):
-        x, y = batch.inputs[s:s + chunk], batch.targets[s:s + chunk]
+        x, y = batch.inputs[s:s + chunk].to(dev), batch.targets[s:s + chunk].to(dev)
         pred = model(x).argmax(-1)  # [b, n]
         mask = y != IGNORE_INDEX
-        correct += int((pred[mask] == y[mask]).sum())
-        total += int(mask.sum())
+        correct += (pred[mask] == y[mask]).sum()
+        total += mask.sum()
     model.train(was_training)
-    return correct / max(1, total)
+    return int(correct) / max(1, int(total))
 
 
 def train_mqar(
@@ -119,18 +129,27 @@ def train_mqar(
     *,
     progress: bool = True,
     desc: str = "train",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> TrainResult:
     """Build a model from ``model_cfg``, train it on MQAR ``task`` and evaluate it.
 
-    ``task.batch`` is ignored (``train.batch_size`` rows per step). Raises ``ValueError`` if the
-    task's sequences are longer than ``model_cfg.max_len`` or its vocabulary larger.
+    ``task.batch`` is ignored (``train.batch_size`` rows per step). ``device``: where the model
+    and batches live (default CPU; ``"auto"``: CUDA when available); ``dtype``: compute dtype
+    (default float32; lower ones train with mixed precision, float32 weights). Raises
+    ``ValueError`` if the task's sequences are longer than ``model_cfg.max_len`` or its
+    vocabulary larger, or the device does not exist.
     """
+    from interp.devices import resolve_device
+
     if task.seq_len > model_cfg.max_len or task.vocab_size > model_cfg.vocab_size:
         raise ValueError(
             f"task (seq_len {task.seq_len}, vocab {task.vocab_size}) does not fit the model "
             f"(max_len {model_cfg.max_len}, vocab {model_cfg.vocab_size})")
+    device = resolve_device(device) if device is not None else torch.device("cpu")
+    precision = TrainPrecision(device, dtype)
     t0 = time.perf_counter()
-    model = RetrievalModel(model_cfg)
+    model = RetrievalModel(model_cfg).to(device)   # initialised on CPU: same weights anywhere
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay,
                             betas=(0.9, 0.98))
@@ -138,18 +157,18 @@ def train_mqar(
     bar = tqdm(range(train.steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         x, y = mqar(train.batch_size, task.vocab_size, task.seq_len, task.num_kv_pairs,
-                    task.power_a, seed=train.seed * 1_000_003 + step)
+                    task.power_a, seed=train.seed * 1_000_003 + step, device=device)
         lr = train.lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = query_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        with precision.autocast():
+            logits = model(x)
+        loss = query_loss(logits.float(), y)
+        precision.step(loss, opt, model.parameters())
         if step % 25 == 0 or step == train.steps - 1:
-            rows.append({"step": step + 1, "loss": loss.item(), "lr": lr})
+            rows.append({"step": step + 1, "loss": loss.item(), "lr": lr})  # syncs: log steps
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
     model.eval()
-    acc = evaluate(model, mqar_test_set(task, train))
+    with precision.autocast():
+        acc = evaluate(model, mqar_test_set(task, train, device=device))
     return TrainResult(model, acc, pd.DataFrame(rows), time.perf_counter() - t0)

@@ -1,4 +1,8 @@
-"""Synthetic tasks: seeded, batched token data as torch tensors (all drawn on CPU).
+"""Synthetic tasks: seeded, batched token data as torch tensors.
+
+Every batch is drawn on CPU from an explicitly seeded generator (the same seed gives the same
+tokens on every machine and device) and then moved to ``device=`` when one is given, e.g. the
+model's device in a training loop: ``cfg.build(seed, device=model_device)``.
 
 - :func:`repeated_tokens`, :class:`InductionMixture` -- repeated random segments for
   induction heads (Olsson et al. 2022).
@@ -11,7 +15,8 @@
 
 Task configs are frozen dataclasses (load them strictly with ``interp.config.from_dict``) with
 ``build(seed)``; next-token tasks return :class:`TaskBatch` ``(inputs [batch, seq],
-targets [batch, seq])`` with ``IGNORE_INDEX`` (-100) where nothing is scored.
+targets [batch, seq])`` with ``IGNORE_INDEX`` (-100) where nothing is scored. Their
+``build`` (and :func:`mqar`, :func:`repeated_tokens`) take ``device=`` (default: CPU).
 """
 from interp.tasks._sampling import IGNORE_INDEX, TaskBatch
 from interp.tasks.copying import CopyConfig, PhonebookConfig

@@ -1,7 +1,7 @@
 """Sampling helpers shared by the synthetic tasks (internal).
 
 Every task draws from a ``torch.Generator`` seeded explicitly, on CPU, so a seed gives the same
-tokens on every machine. ``IGNORE_INDEX`` (-100, the ``torch.nn.functional.cross_entropy``
+tokens on every machine; :func:`to_device` then moves the finished batch where it is used. ``IGNORE_INDEX`` (-100, the ``torch.nn.functional.cross_entropy``
 default) marks target positions that carry no label.
 """
 from __future__ import annotations
@@ -27,6 +27,17 @@ class TaskBatch(NamedTuple):
 
     inputs: Tensor
     targets: Tensor
+
+
+def to_device(batch, device: str | torch.device | None):
+    """``batch`` (a tensor, or a NamedTuple of tensors such as :class:`TaskBatch`) on
+    ``device``; unchanged when ``device`` is None. Drawing stays on CPU (same numbers
+    everywhere); only the result moves."""
+    if device is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    return type(batch)(*(t.to(device) if isinstance(t, Tensor) else t for t in batch))
 
 
 def generator(seed: int) -> torch.Generator:

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.tasks._sampling import IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator
+from interp.tasks._sampling import (
+    IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, to_device,
+)
 
 SEP, END, QUERY, FIRST_LETTER = 10, 11, 12, 13
 
@@ -66,8 +68,9 @@ class CopyConfig:
     def seq_len(self) -> int:
         return 2 * self.length + 1
 
-    def build(self, seed: int) -> TaskBatch:
-        """``TaskBatch(inputs [batch, 2L + 1], targets [batch, 2L + 1])`` drawn from ``seed``."""
+    def build(self, seed: int, device: str | torch.device | None = None) -> TaskBatch:
+        """``TaskBatch(inputs [batch, 2L + 1], targets [batch, 2L + 1])`` drawn from ``seed``
+        (on CPU), on ``device`` (default CPU)."""
         gen = generator(seed)
         b, L = self.batch, self.length
         x = torch.randint(0, self.n_tokens, (b, L), generator=gen)  # [b, L]
@@ -75,7 +78,7 @@ class CopyConfig:
                             torch.full((b, 1), self.copy_token), x[:, :-1]], dim=1)
         targets = torch.full_like(inputs, IGNORE_INDEX)
         targets[:, L + 1:] = x
-        return TaskBatch(inputs, targets)
+        return to_device(TaskBatch(inputs, targets), device)
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,9 @@ class PhonebookConfig:
                 codes[bad] = torch.randint(0, space, (int(bad.sum()), n), generator=gen)
         return (codes[..., None] // digits) % A + FIRST_LETTER
 
-    def build(self, seed: int) -> TaskBatch:
-        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``."""
+    def build(self, seed: int, device: str | torch.device | None = None) -> TaskBatch:
+        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``
+        (on CPU), on ``device`` (default CPU)."""
         gen = generator(seed)
         b, n, D = self.batch, self.n_entries, self.number_len
         names = self._names(gen)  # [b, n, name_len]
@@ -153,4 +157,4 @@ class PhonebookConfig:
                             torch.full((b, 1), SEP), q_number[:, :-1]], dim=1)
         targets = torch.full_like(inputs, IGNORE_INDEX)
         targets[:, -D:] = q_number
-        return TaskBatch(inputs, targets)
+        return to_device(TaskBatch(inputs, targets), device)

@@ -26,7 +26,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from interp.tasks._sampling import check_int, distinct_rows, generator
+from interp.tasks._sampling import check_int, distinct_rows, generator, to_device
 
 #: Default keys: common nouns (no animals or colours, so no key suggests a value).
 DEFAULT_KEYS: tuple[str, ...] = (
@@ -126,10 +126,11 @@ class KVLookupConfig:
         """Tokens per row without BOS and header: ``4 n + 4 s + 2``."""
         return 4 * self.n_pairs + 4 * self.n_shots + 2
 
-    def build(self, tokenizer, seed: int) -> KVLookupBatch:
-        """Draw ``batch`` prompts from ``seed`` and tokenize them with ``tokenizer`` (a HF
-        tokenizer). Returns :class:`KVLookupBatch` with ``tokens [batch, seq]``,
-        ``seq = bos + len(header tokens) + 4 n + 4 s + 2``."""
+    def build(self, tokenizer, seed: int,
+              device: str | torch.device | None = None) -> KVLookupBatch:
+        """Draw ``batch`` prompts from ``seed`` (on CPU) and tokenize them with ``tokenizer``
+        (a HF tokenizer). Returns :class:`KVLookupBatch` on ``device`` (default CPU) with
+        ``tokens [batch, seq]``, ``seq = bos + len(header tokens) + 4 n + 4 s + 2``."""
         gen = generator(seed)
         key_ids = single_token_ids(tokenizer, self.keys, "keys")
         value_ids = single_token_ids(tokenizer, self.values, "values")
@@ -158,4 +159,4 @@ class KVLookupConfig:
         head = torch.tensor(prefix, dtype=torch.long).expand(b, len(prefix))
         tokens = torch.cat([head, table, shots, qk, col(colon)], dim=1)
         answers = values.gather(1, query[:, None])[:, 0]
-        return KVLookupBatch(tokens, answers, keys, values, query)
+        return to_device(KVLookupBatch(tokens, answers, keys, values, query), device)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.tasks._sampling import (
-    IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding,
+    IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding, to_device,
 )
 
 
@@ -60,8 +60,10 @@ def mqar(
     power_a: float = 0.01,
     seed: int = 0,
     generator_: torch.Generator | None = None,
+    device: str | torch.device | None = None,
 ) -> TaskBatch:
-    """A batch of MQAR rows (layout in the module docstring).
+    """A batch of MQAR rows (layout in the module docstring), drawn on CPU (the float64
+    query-gap weights stay there) and returned on ``device`` (default CPU).
 
     Returns:
         ``TaskBatch(inputs LongTensor [batch, seq_len], targets LongTensor [batch, seq_len])``;
@@ -91,7 +93,7 @@ def mqar(
     inputs.scatter_(1, pos, q_keys)
     targets = torch.full((batch, seq_len), IGNORE_INDEX, dtype=torch.long)
     targets.scatter_(1, pos, q_vals)
-    return TaskBatch(inputs, targets)
+    return to_device(TaskBatch(inputs, targets), device)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class MQARConfig:
         check_int("batch", self.batch, 1)
         check_mqar(self.vocab_size, self.seq_len, self.num_kv_pairs, self.power_a)
 
-    def build(self, seed: int) -> TaskBatch:
-        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``."""
+    def build(self, seed: int, device: str | torch.device | None = None) -> TaskBatch:
+        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``
+        (on CPU), on ``device`` (default CPU)."""
         return mqar(self.batch, self.vocab_size, self.seq_len, self.num_kv_pairs,
-                    self.power_a, seed=seed)
+                    self.power_a, seed=seed, device=device)

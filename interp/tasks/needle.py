@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from interp.tasks._sampling import (
-    IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding,
+    IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding, to_device,
 )
 
 
@@ -69,8 +69,9 @@ class NeedleConfig:
         """Haystack tokens per row: ``seq_len - (2K + 2M - 1)``."""
         return self.seq_len - (2 * self.key_len + 2 * self.value_len - 1)
 
-    def build(self, seed: int) -> TaskBatch:
-        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``."""
+    def build(self, seed: int, device: str | torch.device | None = None) -> TaskBatch:
+        """``TaskBatch(inputs [batch, seq_len], targets [batch, seq_len])`` drawn from ``seed``
+        (on CPU), on ``device`` (default CPU)."""
         gen = generator(seed)
         b, K, M, V = self.batch, self.key_len, self.value_len, self.vocab_size
         half, hay = V // 2, self.haystack_len
@@ -88,4 +89,4 @@ class NeedleConfig:
         inputs = torch.cat([body, query], dim=1)  # [b, seq_len]
         targets = torch.full_like(inputs, IGNORE_INDEX)
         targets[:, self.seq_len - M:] = value
-        return TaskBatch(inputs, targets)
+        return to_device(TaskBatch(inputs, targets), device)

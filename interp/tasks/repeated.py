@@ -17,7 +17,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from interp.tasks._sampling import allowed_ids, check_int, generator, sample_from
+from interp.tasks._sampling import allowed_ids, check_int, generator, sample_from, to_device
 
 
 def _token_ids(vocab_size: int, low: int, exclude: Iterable[int] | None,
@@ -51,6 +51,7 @@ def repeated_tokens(
     low: int = 0,
     exclude: Iterable[int] | None = None,
     generator_: torch.Generator | None = None,
+    device: str | torch.device | None = None,
 ) -> Tensor:
     """A random segment repeated ``n_repeats`` times, after an optional BOS.
 
@@ -63,7 +64,9 @@ def repeated_tokens(
         seed: seed of the CPU generator (ignored when ``generator_`` is given).
         low: smallest id drawn (use it to keep special ids ``< low`` out).
         exclude: further ids never drawn (e.g. a tokenizer's special tokens).
-        generator_: draw from this generator instead of a fresh one seeded with ``seed``.
+        generator_: draw from this generator instead of a fresh one seeded with ``seed``
+            (a CPU generator: tokens are drawn on CPU).
+        device: where the result goes (default CPU).
 
     Returns:
         ``LongTensor [batch, (1 if bos_token is not None else 0) + seg_len * n_repeats]``.
@@ -81,7 +84,7 @@ def repeated_tokens(
     out = seg.repeat(1, n_repeats)  # [batch, L * n_repeats]
     if bos_token is not None:
         out = torch.cat([torch.full((batch, 1), bos_token, dtype=torch.long), out], dim=1)
-    return out
+    return to_device(out, device)
 
 
 class MixtureBatch(NamedTuple):
@@ -137,8 +140,9 @@ class InductionMixture:
     def seq_len(self) -> int:
         return (self.bos_token is not None) + self.seg_len * self.n_repeats
 
-    def build(self, seed: int) -> MixtureBatch:
-        """One batch: ``tokens [batch, seq_len]``, ``repeated [batch]``; same seed, same batch."""
+    def build(self, seed: int, device: str | torch.device | None = None) -> MixtureBatch:
+        """One batch: ``tokens [batch, seq_len]``, ``repeated [batch]``; same seed, same batch
+        (drawn on CPU), on ``device`` (default CPU)."""
         gen = generator(seed)
         rep = repeated_tokens(self.batch, self.seg_len, self.n_repeats, self.vocab_size,
                               bos_token=self.bos_token, low=self.low, exclude=self.exclude,
@@ -149,10 +153,11 @@ class InductionMixture:
         rand[:, rep.shape[1] - body.shape[1]:] = body
         repeated = torch.rand(self.batch, generator=gen) < self.repeat_share  # [batch]
         tokens = torch.where(repeated[:, None], rep, rand)
-        return MixtureBatch(tokens, repeated)
+        return to_device(MixtureBatch(tokens, repeated), device)
 
-    def batch_fn(self, seed: int = 0) -> Callable[[int], Tensor]:
-        """``step -> tokens [batch, seq_len]`` (batch ``step`` uses seed ``seed * 1_000_003 + step``),
-        the form ``interp.models.toy.train_toy`` takes."""
+    def batch_fn(self, seed: int = 0, device: str | torch.device | None = None
+                 ) -> Callable[[int], Tensor]:
+        """``step -> tokens [batch, seq_len]`` on ``device`` (batch ``step`` uses seed
+        ``seed * 1_000_003 + step``), the form ``interp.models.toy.train_toy`` takes."""
         check_int("seed", seed, 0)
-        return lambda step: self.build(seed * 1_000_003 + step).tokens
+        return lambda step: self.build(seed * 1_000_003 + step, device=device).tokens
