@@ -16,7 +16,14 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
 def default_device() -> torch.device:
-    """CUDA (device 0) when available, else CPU."""
+    """What ``"auto"`` means: ``$INTERP_DEVICE`` when set (e.g. ``cpu`` to keep a GPU machine's
+    runs on the CPU; the test suite sets it from ``pytest --device``), else CUDA when
+    available, else CPU."""
+    import os
+
+    forced = os.environ.get("INTERP_DEVICE", "").strip()
+    if forced and forced != "auto":
+        return resolve_device(forced)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

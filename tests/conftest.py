@@ -23,6 +23,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_configure(config):
+    """``auto`` devices (CLI defaults, experiment configs) follow ``--device`` in tests."""
+    import os
+
+    os.environ["INTERP_DEVICE"] = config.getoption("--device")
+
+
 @pytest.fixture(scope="session")
 def device(pytestconfig) -> torch.device:
     """The device of ``--device`` (default cpu), checked to exist."""

@@ -37,7 +37,7 @@ METRICS = ("eff_rank", "energy_rank", "row_entropy")
 
 def singular_values(m: Tensor) -> Tensor:
     """``[..., r, c] -> [..., min(r, c)]`` singular values (descending), computed in float64."""
-    return torch.linalg.svdvals(m.to(torch.float64))
+    return torch.linalg.svdvals(m.detach().cpu().to(torch.float64))   # CPU: not every device has float64
 
 
 def effective_rank(m: Tensor) -> Tensor:
@@ -68,7 +68,7 @@ def energy_rank(m: Tensor, energy: float = 0.99) -> Tensor:
 def row_entropy(a: Tensor) -> Tensor:
     """Mean row entropy (nats) of attention weights ``a [..., n_q, n_k]`` -> ``[...]``; zero
     entries contribute 0."""
-    a = a.to(torch.float64)
+    a = a.detach().cpu().to(torch.float64)
     h = -(a * torch.log(a.clamp_min(1e-300))).sum(-1)  # [..., n_q]
     return h.mean(-1)
 

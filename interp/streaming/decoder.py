@@ -204,13 +204,18 @@ class StreamingLM:
         self._tab_len = 0
 
     @classmethod
-    def from_name(cls, name: str = "smollm2-135m",
-                  dtype: torch.dtype | str | None = None) -> "StreamingLM":
-        """Load pretrained ``name`` with :func:`interp.models.registry.load_hf` (``dtype``
-        default float32; ``"bfloat16"`` is ~3x faster per decode step on CPUs with bf16)."""
+    def from_name(cls, name: str = "smollm2-135m", dtype: torch.dtype | str | None = None,
+                  device: str | torch.device | None = None) -> "StreamingLM":
+        """Load ``name`` (registry name, folder, ``.gguf`` file or hub id) with
+        :func:`interp.models.registry.load_hf` in ``dtype`` (default float32; ``"bfloat16"``
+        is ~3x faster per decode step on CPUs with bf16) on ``device`` (default CPU;
+        ``"auto"``: CUDA when available). Caches and RoPE tables follow the model."""
+        from interp.devices import resolve_device
         from interp.models.registry import load_hf
 
         model, tok = load_hf(name, dtype)
+        if device is not None:
+            model = model.to(resolve_device(device))
         return cls(model, tok)
 
     # ------------------------------------------------------------------ helpers
