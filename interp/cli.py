@@ -2,8 +2,12 @@
 
 Each command is a function registered with :func:`command`; the parser is built from that
 table, so ``interp --help`` always lists exactly what exists. Errors the user can fix
-(unknown model, bad file, bad config, a device this machine lacks) print one line on stderr
-and exit with status 2; anything else is a bug and shows its traceback.
+(unknown model, bad file, bad config, a device this machine lacks, an empty prompt) print
+one line on stderr and exit with status 2; anything else is a bug and shows its traceback.
+Commands check the files they read and write (:mod:`interp.paths`) before loading any
+model, so a bad ``--out`` costs nothing. A probe's :class:`~interp.probes.common.ProbeWarning`
+(valid input whose scores mean little, e.g. induction on a prompt with no repeated token) is
+one ``interp <command>: warning: ...`` line on stderr.
 
 Devices: a command registered with ``devices="model"`` (it loads or builds a model) gets
 ``--device`` (default ``auto``: CUDA when available, else CPU) and ``--dtype`` (default
@@ -112,9 +116,13 @@ def write_table(df, fmt: str, out: str | None) -> None:
                                "display.max_columns", 20):
             text = df.to_string(index=False) + "\n"
     if out:
+        from interp.paths import PathError, file_error
         from interp.results import atomic_write_text
 
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as exc:          # named by the user's path, never the temporary file
+            raise PathError(file_error(out, exc, "results", write=True)) from None
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -131,6 +139,22 @@ def cmd_models(args) -> int:
 
     write_table(list_models(), args.format, None)
     return 0
+
+
+def _only(category, show):
+    """``warnings.showwarning`` that prints ``category`` warnings with ``show`` and hands the
+    rest to the previous handler."""
+    import warnings
+
+    before = warnings.showwarning
+
+    def handler(message, cat, filename, lineno, file=None, line=None):
+        if issubclass(cat, category):
+            show(message, cat, filename, lineno, file, line)
+        else:
+            before(message, cat, filename, lineno, file, line)
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,11 +178,28 @@ def main(argv: list[str] | None = None) -> int:
     from interp.config import ConfigError
     from interp.models.cache import CacheError
 
+    import warnings
+
+    from interp.paths import file_error
+    from interp.probes.common import ProbeWarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"interp {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        _resolve_devices(args)
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():      # restores the filters and showwarning
+            # a probe's "these scores mean little" warnings: one line each, every time
+            warnings.simplefilter("always", ProbeWarning)
+            warnings.showwarning = _only(ProbeWarning, show_warning)
+            _resolve_devices(args)
+            return int(args._run(args) or 0)
     except (UserError, ConfigError, CacheError, FileNotFoundError, ValueError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, KeyError) and exc.args:
+            msg = exc.args[0]
+        elif isinstance(exc, FileNotFoundError) and exc.filename:
+            msg = file_error(exc.filename, exc)
+        else:
+            msg = str(exc)
         print(f"interp {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,12 +2,18 @@
 
 The probes available are the entries of :data:`PROBES` (name -> how to run it and how to sort
 its table); ``--help`` and the ``name`` choices are built from it.
+
+Inputs are checked before the model loads (empty prompt, unreadable ``--text``, unwritable
+``--out``: one line, exit status 2). ``--text`` is cut to ``--max-tokens`` tokens before the
+context-length check. The probes themselves validate the tokens
+(:func:`interp.probes.common.check_prompt`): too short is an error, valid but uninformative
+input (no repeated token for induction, a prompt shorter than the default sink positions or
+than every locality window) is a ``warning:`` line and the table is still printed.
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -78,22 +84,43 @@ PROBES: dict[str, ProbeEntry] = {
 
 
 def _tokens(model, args):
-    from interp.probes.common import to_tokens
+    """The ``[batch, seq]`` ids of ``--text`` (its first ``--max-tokens`` tokens: cut
+    first, then checked against the context length) or ``--prompt``; None = the probe's
+    default input. ``args.text_content`` was read by :func:`_check_inputs`."""
+    from interp.probes.common import check_tokens, context_length, encode, to_tokens
 
-    if args.prompt is not None and args.text is not None:
-        raise UserError("give --prompt or --text, not both")
     if args.text is not None:
-        path = Path(args.text)
-        if not path.is_file():
-            raise UserError(f"text file not found: {path}")
-        text = path.read_text()
-        ids = to_tokens(model, [text[: 40 * model.cfg.n_ctx]]) if len(text) else None
-        if ids is None:
-            raise UserError(f"{path} is empty")
-        return ids[:, : min(ids.shape[1], args.max_tokens)]
+        ids = encode(model, args.text_content, max_tokens=args.max_tokens)
+        n_ctx = context_length(model)
+        if len(ids) > n_ctx:
+            raise UserError(f"--max-tokens {args.max_tokens} is over the context length of "
+                            f"{n_ctx} for this model; use --max-tokens {n_ctx} or less")
+        return check_tokens(model, torch.tensor([ids]))
     if args.prompt is not None:
         return to_tokens(model, args.prompt)
     return None
+
+
+def _check_inputs(args) -> None:
+    """Everything that can be checked without a model, so a typo costs no model load: the
+    prompt (not empty), the text file (exists, readable, UTF-8, not empty), the output path
+    (its folder exists or can be created and accepts files) and the numbers."""
+    from interp.paths import check_output_path, read_text_file
+    from interp.probes.common import check_prompt_text
+
+    for flag, value, low in (("--max-tokens", args.max_tokens, 2), ("--seg-len", args.seg_len, 1),
+                             ("--batch", args.batch, 1), ("--top", args.top, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    if args.prompt is not None:
+        check_prompt_text(args.prompt)
+    args.text_content = None
+    if args.text is not None:
+        args.text_content = read_text_file(args.text, "text file")
+        if not args.text_content.strip():
+            raise UserError(f"the text file {args.text} is empty")
+    if args.out:
+        check_output_path(args.out, "results")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -102,8 +129,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="registry name (see `interp models`), model folder, .gguf file or hub id")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="probe this text")
-    src.add_argument("--text", help="probe the text in this file (first --max-tokens tokens)")
-    p.add_argument("--max-tokens", type=int, default=512)
+    src.add_argument("--text", metavar="FILE",
+                     help="probe the text in this UTF-8 file (its first --max-tokens tokens)")
+    p.add_argument("--max-tokens", type=int, default=512,
+                   help="with --text: keep the first N tokens, BOS included (default 512; "
+                        "at most the model's context length)")
     p.add_argument("--seg-len", type=int, default=50, help="repeated segment length (default input)")
     p.add_argument("--batch", type=int, default=8, help="rows of the default input")
     p.add_argument("--seed", type=int, default=0)
@@ -119,6 +149,7 @@ def cmd_probe(args) -> int:
     import interp
 
     entry = PROBES[args.name]
+    _check_inputs(args)
     model = interp.load_model(args.model, device=args.device, dtype=args.dtype)
     df = entry.run(model, _tokens(model, args), args)
     df = df.sort_values(entry.sort_by, ascending=entry.ascending).reset_index(drop=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
 from interp.cli import UserError, arguments, command
 
 
@@ -39,22 +37,87 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="list the registered experiment kinds and their config fields, then exit")
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string (escapes what TOML requires: quote, backslash, control chars)."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value) -> str | None:
+    """``value`` as a TOML value, or None where TOML has none (``None``)."""
+    import enum
+    import math
+    from pathlib import PurePath
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return _toml_value(value.value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (str, PurePath)):
+        return _toml_string(str(value))
+    if isinstance(value, dict):
+        items = [(k, _toml_value(v)) for k, v in value.items()]
+        return "{" + ", ".join(f"{_toml_string(str(k))} = {v}" for k, v in items
+                               if v is not None) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_toml_value(v) for v in value]
+        if any(v is None for v in items):
+            return None
+        return "[" + ", ".join(items) + "]"
+    return _toml_string(str(value))
+
+
 def _list_kinds() -> None:
+    """Every kind as a TOML table of its config fields and defaults (the whole output parses
+    with ``tomllib``): copy a table's lines under ``[config]`` of an experiment file with
+    ``kind = "<name>"``. Required fields and fields without a default are comments."""
     import dataclasses
 
+    from interp.config import to_dict
     from interp.experiments import get_kind, kinds
 
+    print("# experiment kinds and their [config] fields with defaults; an experiment file is")
+    print('# kind = "<name>" and a [config] table with the fields to change')
     for name in kinds():
         kind = get_kind(name)
-        print(f"{name}: {kind.doc.splitlines()[0] if kind.doc else ''}")
+        print(f"\n# {name}: {kind.doc.splitlines()[0] if kind.doc else ''}")
+        print(f"[{name if name.replace('_', '').replace('-', '').isalnum() else _toml_string(name)}]")
         # the shared device/dtype fields (interp.config.DeviceConfig) last
         for f in sorted(dataclasses.fields(kind.config_cls),
                         key=lambda f: f.name in ("device", "dtype")):
-            default = (f.default if f.default is not dataclasses.MISSING else
-                       f.default_factory() if f.default_factory is not dataclasses.MISSING
-                       else "(required)")
-            text = repr(default)
-            print(f"    {f.name} = {text if len(text) < 60 else text[:57] + '...'}")
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                print(f"# {f.name} = ...  (required)")
+                continue
+            text = _toml_value(to_dict(default))     # nested dataclasses -> tables
+            if text is None:
+                print(f"# {f.name} = ...  (default: none)")
+            else:
+                print(f"{f.name} = {text}")
 
 
 @command("run", "run an experiment file (kind + [config]) and write its report.html",
@@ -69,11 +132,13 @@ def cmd_run(args) -> int:
     if not args.experiment:
         raise UserError("give an experiment file, e.g. interp run experiments/quickstart.toml "
                         "(--list-kinds shows the kinds)")
-    path = Path(args.experiment)
-    if not path.is_file():
-        raise UserError(f"experiment file not found: {path}")
+    from interp.paths import check_input_file, check_output_dir
+
+    path = check_input_file(args.experiment, "experiment file")
     if args.nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.out:
+        check_output_dir(args.out, "the run directory")
     from interp.distributed import DistributedError
     from interp.distributed.shard import is_main, process_group_from_env
 

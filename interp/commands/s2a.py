@@ -31,6 +31,12 @@ def cmd_s2a(args) -> int:
     from interp.experiment_kinds.s2a import S2AConfig, run_comparison
     from interp.s2a import layer_figure
 
+    from interp.paths import check_input_file, check_output_dir
+
+    if args.data:                                  # files first: no model load for a typo
+        check_input_file(args.data, "question file")
+    if args.out:
+        check_output_dir(args.out, "results")
     cfg = S2AConfig(model=args.model, data=args.data, limit=args.limit,
                     generate_with=args.generate_with, threads=args.threads,
                     device=str(args.device), dtype=dtype_name(args.dtype))
@@ -40,12 +46,17 @@ def cmd_s2a(args) -> int:
         from interp.results import write_table as write_csv
         from interp.viz.figures import save_figure
 
+        from interp.paths import PathError, file_error
+
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(res.table, out / "s2a_table.csv")
-        write_csv(res.per_example, out / "s2a_examples.csv")
-        write_csv(res.per_layer, out / "s2a_per_layer.csv")
-        save_figure(layer_figure(res.per_layer), out / "distractor_attention_per_layer.html")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_csv(res.table, out / "s2a_table.csv")
+            write_csv(res.per_example, out / "s2a_examples.csv")
+            write_csv(res.per_layer, out / "s2a_per_layer.csv")
+            save_figure(layer_figure(res.per_layer), out / "distractor_attention_per_layer.html")
+        except OSError as exc:
+            raise PathError(file_error(out, exc, "results", write=True)) from None
         print(f"wrote {out}/", file=sys.stderr)
     write_table(res.table, args.format, None)
     return 0

@@ -19,11 +19,11 @@ def read_text_arg(value: str) -> str:
     (:func:`interp.data.load_text`)."""
     from interp.data import load_text, normalize_text
 
+    from interp.paths import read_text_file
+
     p = Path(value)
-    if p.is_file():
-        return normalize_text(p.read_bytes())
-    if p.suffix or "/" in value:
-        raise UserError(f"--text {value!r}: no such file")
+    if p.exists() or p.suffix or "/" in value:
+        return normalize_text(read_text_file(p, "text file"))
     return load_text(value)
 
 
@@ -71,6 +71,10 @@ def cmd_stream(args) -> int:
     if "all" in modes:
         modes = MODES
     text = read_text_arg(args.text)
+    if args.out:                                   # before the model loads
+        from interp.paths import check_output_path
+
+        check_output_path(args.out, "results")
     before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,6 +28,12 @@ def cmd_train(args) -> int:
     from interp.config import from_dict, load_toml
     from interp.models.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
 
+    from interp.paths import check_input_file, check_output_dir
+
+    if args.config:                                # files first: no training for a typo
+        check_input_file(args.config, "config file")
+    if args.out:
+        check_output_dir(args.out, "the checkpoint folder")
     data = load_toml(args.config) if args.config else {}
     for key, value in (("steps", args.steps), ("name", args.name), ("seed", args.seed)):
         if value is not None:

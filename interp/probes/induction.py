@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 
 from interp.models.loading import ensure_info
-from interp.probes.common import check_tokens, layer_of, pattern_hook_name, run_probe
+from interp.probes.common import (check_prompt, check_tokens, layer_of, pattern_hook_name,
+                                  run_probe)
 from interp.tasks import repeated_tokens
 from interp.weights import head_weights
 
@@ -86,10 +87,16 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
         offset: position of the first segment's first token (1 with BOS, else 0; default:
             1 if every row starts with the model's BOS id, else 0).
 
+    Raises ValueError for fewer than 2 tokens; issues a
+    :class:`~interp.probes.common.ProbeWarning` when no token repeats (induction, prefix
+    matching and duplicate-token scores are then 0 by definition).
+
     Returns:
         DataFrame, one row per (layer, head).
     """
-    tokens = check_tokens(model, tokens)
+    tokens = check_prompt(check_tokens(model, tokens), "induction", 2,
+                          why="previous-token scores need a query after the first token",
+                          repeats=True)
     b, n = tokens.shape
     if offset is None:      # a leading BOS (by the model's convention or the tokenizer's id)
         tok = getattr(model, "tokenizer", None)

@@ -8,6 +8,7 @@ swap would hurt.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import pandas as pd
@@ -16,7 +17,8 @@ import torch
 from interp.models.loading import ensure_info
 from interp.attention import AttentionImpl, get as get_attention
 from interp.attention.base import SparseAttention
-from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
+from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
+                                  run_probe, to_tokens)
 
 
 def allowed_mask(layout: AttentionImpl, n: int, causal: bool = True) -> torch.Tensor:
@@ -50,18 +52,32 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
         min_query: average only over query positions ``>= min_query`` (e.g. the window size,
             to leave out queries whose whole context fits in the window).
 
+    Raises ValueError for fewer than 2 tokens; issues a
+    :class:`~interp.probes.common.ProbeWarning` when the prompt is so short that every layout
+    allows every key (``mass_inside`` is then 1 by definition).
+
     Returns:
         DataFrame with columns ``layer, head, layout, mass_inside, min_mass_inside`` (mean and
         worst query), one row per (layer, head, layout); sorted by layer, head.
     """
-    tokens = to_tokens(model, prompts)
+    tokens = check_prompt(to_tokens(model, prompts), "locality", 2,
+                          why="with one token every layout keeps all attention")
     layouts = dict(layouts or default_layouts())
     n = tokens.shape[1]
     if not 0 <= min_query < n:
         raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
     causal = ensure_info(model).causal
-    masks = {name: allowed_mask(impl, n, causal).to(tokens.device).float()
-             for name, impl in layouts.items()}
+    bool_masks = {name: allowed_mask(impl, n, causal).to(tokens.device)
+                  for name, impl in layouts.items()}
+    visible = torch.ones(n, n, dtype=torch.bool, device=tokens.device)
+    if causal:
+        visible = visible.tril()
+    if all(bool((m | ~visible).all()) for m in bool_masks.values()):
+        warnings.warn(f"the prompt has {n} tokens, so every layout ({', '.join(layouts)}) "
+                      f"allows every key and mass_inside is 1 by definition; use a prompt "
+                      f"longer than the layouts' windows or omit --prompt for repeated random "
+                      f"tokens", ProbeWarning, stacklevel=2)
+    masks = {name: m.float() for name, m in bool_masks.items()}
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     rows: list[dict] = []
 

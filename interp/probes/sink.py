@@ -26,6 +26,7 @@ token (renormalising the rest of each row) and measure the loss change.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -34,10 +35,13 @@ import torch
 
 from interp.models.arch import describe_layers
 from interp.models.loading import ensure_info
-from interp.probes.common import layer_of, pattern_hook_name, run_probe, to_tokens
+from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
+                                  run_probe, to_tokens)
 from interp.hooks import attach
 
 EPS = 0.3
+#: the keys :func:`sink_probe` scores when no ``positions`` are given (clipped to the prompt)
+DEFAULT_POSITIONS = (0, 1, 2, 3)
 
 
 @dataclass
@@ -65,11 +69,34 @@ class SinkReport:
         return sink_summary(self.scores, per_layer=per_layer)
 
 
+def _positions_for(tokens: torch.Tensor, positions: Sequence[int] | None) -> list[int]:
+    """Validate the prompt for the sink probe and pick the keys to score.
+
+    ``positions=None``: :data:`DEFAULT_POSITIONS` clipped to the prompt (a 3-token prompt
+    scores 0, 1, 2; a :class:`~interp.probes.common.ProbeWarning` says so). Explicit
+    positions must all lie in the prompt: otherwise ValueError saying how many tokens the
+    prompt has and how many the positions need."""
+    check_prompt(tokens, "sink", 2, why="the first token and at least one query after it")
+    n = int(tokens.shape[-1])
+    if positions is None:
+        if n < len(DEFAULT_POSITIONS):
+            warnings.warn(f"the prompt has {n} tokens; scoring positions 0-{n - 1} only "
+                          f"(default {DEFAULT_POSITIONS[0]}-{DEFAULT_POSITIONS[-1]})",
+                          ProbeWarning, stacklevel=3)
+        return list(DEFAULT_POSITIONS[:n])
+    return list(positions)          # checked by _resolve_positions
+
+
 def _resolve_positions(positions: Sequence[int], n: int) -> list[int]:
     out = []
     for p in positions:
-        if not isinstance(p, int) or not -n <= p < n:
-            raise ValueError(f"position {p!r} is outside a sequence of {n} tokens")
+        if not isinstance(p, int):
+            raise ValueError(f"positions must be integers, got {p!r}")
+        if not -n <= p < n:
+            need = max(q + 1 if q >= 0 else -q for q in positions if isinstance(q, int))
+            raise ValueError(f"position {p} is outside a sequence of {n} tokens: the prompt "
+                             f"has {n} tokens, positions {list(positions)} need at least "
+                             f"{need}; use a longer prompt or leave positions out")
         out.append(p % n)
     if len(set(out)) != len(out):
         raise ValueError(f"positions {list(positions)} name the same token twice")
@@ -91,7 +118,7 @@ def display_token(tokenizer, token_id: int) -> str:
     return repr(text) if (not text or text != text.strip()) else text
 
 
-def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: float = EPS,
+def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
                layers: Sequence[int] | None = None, norms: bool = True,
                norm_position: int = 0) -> SinkReport:
     """Sink scores (and key/value norms) of every head in one batched forward.
@@ -100,7 +127,9 @@ def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: flo
         model: a hooked model (decoder or encoder; see :func:`interp.load_model`).
         prompts: text(s) of equal token length or token ids ``[batch, seq]``.
         positions: keys to score; negative values count from the end (``-1`` = ``[SEP]`` of
-            an encoder prompt).
+            an encoder prompt). Default :data:`DEFAULT_POSITIONS` (0-3), clipped to a
+            shorter prompt with a :class:`~interp.probes.common.ProbeWarning`; explicit
+            positions outside the prompt are a ValueError.
         eps: threshold of ``Sink^eps``.
         layers: layers to probe (default all).
         norms: also hook ``hook_k``/``hook_v`` for the key/value norms.
@@ -111,10 +140,8 @@ def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: flo
     """
     tokens = to_tokens(model, prompts)
     b, n = tokens.shape
-    pos = _resolve_positions(positions, n)
+    pos = _resolve_positions(_positions_for(tokens, positions), n)
     npos = _resolve_positions([norm_position], n)[0]
-    if n < 2:
-        raise ValueError("sink scores need at least 2 tokens per prompt")
     causal = ensure_info(model).causal
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     idx = torch.tensor(pos, device=tokens.device)
@@ -181,7 +208,7 @@ def sink_probe(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: flo
     return SinkReport(scores=scores, norms=norm_df, eps=eps, causal=causal)
 
 
-def sink_scores(model, prompts, positions: Sequence[int] = (0, 1, 2, 3), eps: float = EPS,
+def sink_scores(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
                 layers: Sequence[int] | None = None) -> pd.DataFrame:
     """``alpha`` and ``sink_share`` per (layer, head, position); hooks ``hook_pattern`` only.
     See :func:`sink_probe` for the arguments and :class:`SinkReport` for the columns."""
@@ -207,7 +234,7 @@ def sink_summary(scores: pd.DataFrame, per_layer: bool = True) -> pd.DataFrame:
     return out.reset_index()
 
 
-def sink_probe_table(model, tokens, positions: Sequence[int] = (0, 1, 2, 3),
+def sink_probe_table(model, tokens, positions: Sequence[int] | None = None,
                      eps: float = EPS) -> pd.DataFrame:
     """One row per layer, for ``interp probe sink``: ``mass_<p>`` (mean alpha over heads of
     key ``p``), ``sink_share_<p>`` (``Sink^eps``) for each probed position, and the first
