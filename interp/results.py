@@ -8,6 +8,15 @@ A run writes ``results/<run>/`` (or a directory the user names) holding:
 - ``points.jsonl``: one JSON line per finished sweep point (``Sweep``). A rerun of the same
   sweep skips every point already there, so long sweeps resume after an interruption.
 
+Resume keys: every saved point carries ``hash`` = :func:`point_key` of everything that
+determines its result -- the sweep's ``key`` (for an experiment run: the kind, its config
+without ``device``, ``quick``, the seed, the interp version, and whatever the kind adds: the
+model's name and weights fingerprint, the effective batch...) and the point's own parameters --
+and ``parts`` (a short hash per top-level field of the key). On resume a point is done only
+when a record with the same parameters AND the same hash exists; a record whose hash differs
+is stale: the point is computed again (:attr:`Sweep.stale` names the fields that changed) and
+the stale record never reaches :meth:`Sweep.table`.
+
 Sharded runs (``interp run --nproc N``, see :mod:`interp.distributed.shard`): only rank 0
 writes. The write helpers here (and everything built on them: reports, figures, views) return
 the path without writing on other ranks. :class:`Sweep` splits its pending points over the
@@ -104,8 +113,50 @@ def write_meta(out_dir: str | Path, config: Any, seed: int | None = None,
     return atomic_write_text(Path(out_dir) / "run.json", json.dumps(meta, indent=2, default=str))
 
 
-def point_key(point: dict[str, Any]) -> str:
-    """Canonical string key of a sweep point (sorted JSON)."""
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON of ``obj`` (sorted keys, no spaces; dataclasses as dicts, anything else
+    by ``str``): equal inputs give equal text, whatever the dict order."""
+    import dataclasses
+
+    def plain(o):
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return {f.name: plain(getattr(o, f.name)) for f in dataclasses.fields(o)}
+        if isinstance(o, dict):
+            return {str(k): plain(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [plain(v) for v in o]
+        if isinstance(o, Path):
+            return str(o)
+        return o
+
+    return json.dumps(plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def point_key(**what: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``what``: the resume key of a result determined
+    by exactly these inputs (config, quick, batch, prompts, model id + weights hash, package
+    version, the point's parameters, ...)."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(what).encode()).hexdigest()
+
+
+def key_parts(what: dict[str, Any]) -> dict[str, str]:
+    """A short hash per top-level field of ``what`` (to name the fields that differ)."""
+    return {k: point_key(v=v)[:12] for k, v in what.items()}
+
+
+def interp_version() -> str:
+    """The installed interp version (part of every resume key)."""
+    try:
+        return metadata.version("interp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _point_id(point: dict[str, Any]) -> str:
+    """Identity of a sweep point within one sweep: its parameters as sorted JSON (also what
+    seeds it, so a point's seed does not change when its resume key does)."""
     return json.dumps(point, sort_keys=True, default=str)
 
 
@@ -122,6 +173,16 @@ class Sweep:
 
     Each line is flushed and fsynced as it is written, so an interrupted sweep keeps all
     finished points and a torn last line (killed mid-write) is ignored on reload.
+
+    Resume keys (see the module docs): ``key`` is a dict of everything besides the point's own
+    parameters that determines its result; each record stores ``hash = point_key(key=key,
+    point=point)``. A finished record with another hash is stale: :meth:`pending` yields the
+    point again, :meth:`table` leaves the stale record out, and :attr:`stale` maps the
+    top-level fields of ``key`` that differ to the number of points they made stale (e.g.
+    ``{"model": 12}``). Records without a hash (written before resume keys) count as done
+    only for a sweep made without ``key``. ``only_current``: :meth:`table` holds only the
+    points of the last :meth:`pending` call (an experiment's sweeps), not every valid record
+    in the file. ``on_stale(message)`` is called by :meth:`pending` when it found stale points.
 
     Sharding (a process group of N > 1 ranks, :mod:`interp.distributed.shard`):
 
@@ -142,9 +203,17 @@ class Sweep:
     :meth:`pending`, then any other finished points in file order.
     """
 
-    def __init__(self, out_dir: str | Path, name: str = "points", seed: int = 0):
+    def __init__(self, out_dir: str | Path, name: str = "points", seed: int = 0,
+                 key: dict[str, Any] | None = None, only_current: bool = False,
+                 on_stale=None):
         self.name = name
         self.seed = seed
+        self.key = None if key is None else json.loads(canonical_json(key))
+        self.only_current = only_current
+        self.on_stale = on_stale                # called with stale_message() by pending()
+        self._parts = key_parts(self.key or {})
+        self.stale: dict[str, int] = {}
+        self._stale_fields: dict[str, list[str]] = {}
         self.path = Path(out_dir) / f"{name}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._order: dict[str, int] = {}        # key -> position in the last pending() list
@@ -173,21 +242,72 @@ class Sweep:
                 continue  # a torn line from an interrupted write
         return records
 
+    def point_hash(self, point: dict[str, Any]) -> str:
+        """The resume key of ``point`` in this sweep (:func:`point_key` of the sweep's key and
+        the point's parameters)."""
+        return point_key(key=self.key or {}, point=point)
+
+    def _valid(self, rec: dict[str, Any]) -> bool:
+        if "hash" not in rec:
+            return self.key is None          # written before resume keys
+        return rec["hash"] == self.point_hash(rec["point"])
+
+    @staticmethod
+    def _rid(rec: dict[str, Any]) -> tuple[str, str | None]:
+        return rec["key"], rec.get("hash")
+
     def _records(self) -> list[dict[str, Any]]:
         """The main file's records, then those of rank files left by an interrupted sharded
-        run whose keys are not in it."""
+        run that are not in it."""
         records = self._read(self.path)
-        seen = {r["key"] for r in records}
+        seen = {self._rid(r) for r in records}
         for path in self._rank_paths():
             for r in self._read(path):
-                if r["key"] not in seen:
-                    seen.add(r["key"])
+                if self._rid(r) not in seen:
+                    seen.add(self._rid(r))
                     records.append(r)
         return records
 
+    def _current(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The valid records (one per point: the last), and count the stale ones' fields."""
+        out: dict[str, dict[str, Any]] = {}
+        stale: dict[str, dict[str, Any]] = {}
+        for r in records:
+            if self._valid(r):
+                out.pop(r["key"], None)
+                out[r["key"]] = r
+            else:
+                stale[r["key"]] = r
+        self._stale_fields = {}
+        for k, r in stale.items():
+            if k in out:
+                continue
+            old = r.get("parts") or {}
+            self._stale_fields[k] = sorted({f for f in set(old) | set(self._parts)
+                                            if old.get(f) != self._parts.get(f)}) or ["?"]
+        self.stale = self._count_stale()
+        return list(out.values())
+
+    def _count_stale(self, among=None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for k, fields in self._stale_fields.items():
+            if among is None or k in among:
+                for f in fields:
+                    counts[f] = counts.get(f, 0) + 1
+        return counts
+
+    def stale_message(self) -> str | None:
+        """``"<name>: N stale point(s) recomputed (changed: model, versions)"`` after
+        :meth:`pending` found stale points, else None."""
+        if not self.stale:
+            return None
+        n = sum(1 for k in self._stale_fields if k in self._order)
+        return (f"{self.name}: {n} stale point(s) recomputed (changed: "
+                f"{', '.join(sorted(self.stale))})")
+
     def done_keys(self) -> set[str]:
-        """Keys of the points already finished."""
-        return {r["key"] for r in self._records()}
+        """Identities of the points already finished with this sweep's resume key."""
+        return {r["key"] for r in self._current(self._records())}
 
     def pending(self, points: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """The points not finished yet (in order) -- in a group of N ranks, this rank's share
@@ -199,17 +319,20 @@ class Sweep:
         if world > 1:
             self._old = shard.broadcast(self._records() if rank == 0 else None)
             self._new, self._sharded = [], True
-            done = {r["key"] for r in self._old}
+            done = {r["key"] for r in self._current(self._old)}
         else:
             done = self.done_keys()
-        self._order = {point_key(p): i for i, p in enumerate(points)}
+        self._order = {_point_id(p): i for i, p in enumerate(points)}
         self._phase = True
-        todo = [p for p in points if point_key(p) not in done]
+        todo = [p for p in points if _point_id(p) not in done]
+        self.stale = self._count_stale(self._order)
+        if self.stale and self.on_stale is not None and rank == 0:
+            self.on_stale(self.stale_message())
         mine = shard.shard(todo, rank, world)
 
         def seeded():
             for p in mine:
-                shard.seed_all(self.seed, self.name, point_key(p))
+                shard.seed_all(self.seed, self.name, _point_id(p))
                 yield p
 
         return seeded()
@@ -218,7 +341,8 @@ class Sweep:
         """Append one finished point with its result fields (in a group: to this rank's file;
         outside :meth:`pending`'s sharding only rank 0 writes)."""
         rank, world = _world()
-        rec = {"key": point_key(point), "point": point, "result": result}
+        rec = {"key": _point_id(point), "hash": self.point_hash(point), "parts": self._parts,
+               "point": point, "result": result}
         if self._sharded:
             self._new.append(json.loads(json.dumps(rec, default=str)))
             self._append(self._rank_path(rank), rec)
@@ -259,22 +383,25 @@ class Sweep:
 
         rank, _ = _world()
         if self._sharded:
-            seen = {r["key"] for r in self._old}
+            seen = {self._rid(r) for r in self._old}
             records = list(self._old)
             for part in shard.gather(self._new):
                 for r in part:
-                    if r["key"] not in seen:
-                        seen.add(r["key"])
+                    if self._rid(r) not in seen:
+                        seen.add(self._rid(r))
                         records.append(r)
-            records = self._ordered(records)
             if rank == 0:
                 self._write_all(records)
             shard.barrier()              # the file is complete before any rank goes on
             self._sharded, self._old, self._new = False, [], []
         else:
-            records = self._ordered(self._records())
+            records = self._records()
             if rank == 0 and self._rank_paths():   # left by an interrupted sharded run
                 self._write_all(records)
+        records = self._current(records)
+        if self.only_current and self._order:
+            records = [r for r in records if r["key"] in self._order]
+        records = self._ordered(records)
         if self._phase:
             self._phase = False
             shard.seed_all(self.seed, self.name, "table")

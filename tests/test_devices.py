@@ -221,7 +221,7 @@ def test_kind_device_errors_name_the_field(tmp_path):
 
 def test_task_batches_are_made_on_cpu_and_moved(device):
     """``device=``: the same tokens as the CPU batch of the same seed, on the device."""
-    from interp.models.toy_induction import ToyInductionConfig, induction_batch
+    from interp.recipes.toy_induction import ToyInductionConfig, induction_batch
     from interp.tasks import (CopyConfig, InductionMixture, MQARConfig, NeedleConfig,
                               PhonebookConfig, mqar, repeated_tokens)
 
@@ -248,7 +248,7 @@ def test_low_precision_training_keeps_float32_weights(dtype, device, tmp_path, o
     """``dtype`` below float32 trains with autocast (every registered attention implementation
     of the MQAR model, and the toy) while weights stay float32; losses stay finite."""
     from interp import attention
-    from interp.models.toy_induction import ToyInductionConfig, train_toy_induction
+    from interp.recipes.toy_induction import ToyInductionConfig, train_toy_induction
     from interp.retrieval import MixerSpec, RetrievalModelConfig, TrainConfig, train_mqar
     from interp.tasks import MQARConfig
 

@@ -1,28 +1,17 @@
-"""The trained toy induction model used for circuit finding.
+"""Moved: :func:`circuit_toy` (the trained toy induction model used for circuit finding) is
+:func:`interp.recipes.toy_induction.circuit_toy` -- it trains with the toy induction recipe,
+which sits above :mod:`interp.circuits`.
 
-One recipe trains it: :func:`interp.models.toy_induction.train_toy_induction` (BOS + a
-segment + the same segment, the length drawn per batch, so only the previous-token ->
-induction K-composition mechanism can predict the second copy). :func:`circuit_toy` returns the
-cached checkpoint ``<cache>/toy/<name>`` and trains it once if it is missing.
+This module only forwards the old name, lazily; import from
+:mod:`interp.recipes.toy_induction` instead. Remaining user to update:
+``benchmarks/attribution_patching.py``.
 """
 from __future__ import annotations
 
-from interp.models.toy_induction import ToyInductionConfig
 
+def __getattr__(name: str):
+    if name in ("circuit_toy", "ToyInductionConfig"):
+        import importlib
 
-def circuit_toy(name: str = ToyInductionConfig.name, progress: bool = False,
-                retrain: bool = False):
-    """The cached toy induction model (``interp.load_model("toy:<name>")``), trained with the
-    default :class:`ToyInductionConfig` (and its 1-layer control) on first use."""
-    import interp
-    from interp.models.toy import resolve_toy_path
-    from interp.models.toy_induction import train_toy_induction
-
-    if not retrain:
-        try:
-            resolve_toy_path(name)
-            return interp.load_model(f"toy:{name}")
-        except FileNotFoundError:
-            pass
-    train_toy_induction(ToyInductionConfig(name=name), progress=progress)
-    return interp.load_model(f"toy:{name}")
+        return getattr(importlib.import_module("interp.recipes.toy_induction"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,8 @@ from interp.experiments import RunContext, experiment
 class CircuitsConfig(DeviceConfig):
     """Attributes:
         model: registered model name, ``toy:<name>``, or ``circuit-toy`` (trains
-            :func:`interp.circuits.toy.circuit_toy` once and caches it).
+            :func:`interp.recipes.toy_induction.circuit_toy` once and caches it; retrained
+            when the cached checkpoint's recipe is not the default one).
         task: ``induction`` or ``kv_retrieval``.
         batch, seg_len, n_pairs, seed: task size.
         n_shots, corrupt: kv_retrieval only -- answered lookups before the query (-1: the
@@ -78,9 +79,8 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.model == "circuit-toy":
-        from interp.circuits.toy import circuit_toy
         from interp.distributed.shard import barrier
-        from interp.models.toy_induction import ToyInductionConfig
+        from interp.recipes.toy_induction import ToyInductionConfig, circuit_toy
 
         # trained once (on CPU: the same cached checkpoint on every machine) and cached:
         # rank 0 trains (or loads) it first, the others wait for the finished checkpoint (no
@@ -110,12 +110,18 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     reference = make(cfg.ref_batch, cfg.seed + 1000).clean if cfg.ablation == "mean" else None
     ref = baseline(model, task)
     ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
-    heads = patch_heads(model, task, sweep=ctx.sweep("heads"), progress=ctx.show_progress)
+    # resume keys: the run's config and quick, the model's weights, the effective batch
+    from interp.experiments import model_fingerprint
+
+    key = {"model": model_fingerprint(model), "batch": batch}
+    heads = patch_heads(model, task, sweep=ctx.sweep("heads", **key),
+                        progress=ctx.show_progress)
     ctx.add_table("head_patching", heads)
     ctx.add_figure("head_patching", head_heatmap(heads, "normalised",
                                                  title="head patching (clean -> corrupted)"))
     if cfg.residual_patching:
-        res = patch_residual(model, task, sweep=ctx.sweep("resid"), progress=ctx.show_progress)
+        res = patch_residual(model, task, sweep=ctx.sweep("resid", **key),
+                             progress=ctx.show_progress)
         ctx.add_table("residual_patching", res)
         ctx.add_figure("residual_patching", position_heatmap(res))
     na = node_attribution(model, task)

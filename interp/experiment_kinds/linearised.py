@@ -1,7 +1,10 @@
 """``kind = "linearised"``: swap linear attention with each feature map into a pretrained
 model (all layers and subsets) and measure in-context key-value lookup and perplexity against
 the original; see :mod:`interp.retrieval.linearised`. Resumable: finished points in the output
-folder are skipped. ``--quick``: all layers only, 8 prompts, one 128-token window.
+folder are skipped -- only when their resume key (config, ``quick``, prompts, the model's
+weights fingerprint, interp version) is this run's; a ``--quick`` folder is refused for a full
+run (see :mod:`interp.experiments`). ``--quick``: all layers only, 8 prompts, one 128-token
+window.
 
 The points go through ``ctx.sweep("points").pending``, so under ``interp run --nproc N`` they
 are split round robin over the ranks and each is reseeded from the run seed and the point
@@ -65,7 +68,8 @@ def run_linearised(cfg: LinearisedConfig, ctx: RunContext) -> None:
         layer_sets=("all",) if quick else cfg.layer_sets, prompts=prompts, seed=cfg.seed,
         text=cfg.text, ppl_tokens=128 if quick else cfg.ppl_tokens,
         ppl_window=128 if quick else cfg.ppl_window, form=cfg.form,
-        sweep=ctx.sweep("points"), progress=ctx.show_progress and ctx.is_main)
+        sweep=ctx.sweep("points", model=model, prompts=prompts),
+        progress=ctx.show_progress and ctx.is_main)
     ctx.add_table("linearised", table, caption=(
         "one row per (feature map, layers swapped); the softmax/none row is the original "
         "model; ratios are to the original"))

@@ -10,6 +10,14 @@ models (``blocks.{l}.attn.hook_pattern``, ``hook_q``, ``hook_k``, ``hook_v``, ``
 ``load_model("toy:<path or name>")`` loads a checkpoint folder; a bare name is looked up
 in ``<cache>/toy/<name>`` (where ``interp train`` writes).
 
+Recipes: a checkpoint saved with a recipe (``save_toy(..., recipe=...)`` or a model carrying
+``model.toy_recipe``, as :mod:`interp.recipes.toy_induction` trains them) also holds
+``recipe.json`` = ``{"recipe": <the full training recipe as JSON>, "hash": <sha256>}``.
+:func:`check_recipe` compares it with the recipe a caller wants and names every differing
+field (``config.steps: 1500 -> 100``); a checkpoint without ``recipe.json`` (older, or saved
+without one) matches no recipe. :func:`load_toy` attaches the stored recipe as
+``model.toy_recipe``.
+
 Devices: :func:`train_toy` trains on the device of the model's parameters (build it there:
 ``build_toy(cfg, device=...)``) and moves every batch there; ``dtype`` below float32 trains
 with mixed precision (:class:`TrainPrecision`: autocast, float32 weights and optimiser state,
@@ -30,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.config import from_dict, to_dict
+from interp.results import canonical_json
 from interp.models.cache import cache_dir
 from interp.models.info import ModelInfo
 
@@ -125,17 +134,93 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
     return (nll * mask).sum() / mask.sum().clamp_min(1)
 
 
-def save_toy(model, path: str | Path, history: pd.DataFrame | None = None) -> Path:
-    """Save a toy model into folder ``path`` (config.json + model.safetensors [+ history.csv]).
+RECIPE_FILE = "recipe.json"
 
-    Each file is written to a temporary name and renamed into place, so a reader never sees a
-    half-written file; other files in ``path`` (e.g. a ``checkpoints/`` folder) are kept.
+
+class ToyRecipeMismatch(ValueError):
+    """A cached toy checkpoint was trained with another recipe (the message names the
+    differing fields)."""
+
+
+def recipe_hash(recipe: dict) -> str:
+    """sha256 (hex) of a recipe's canonical JSON."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
+
+
+def read_recipe(path: str | Path) -> dict | None:
+    """``{"recipe": ..., "hash": ...}`` stored with checkpoint ``path``, or None."""
+    f = Path(path) / RECIPE_FILE
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "recipe" in data else None
+
+
+def recipe_differences(stored: dict | None, wanted: dict) -> list[str]:
+    """The fields in which a stored recipe differs from ``wanted``, as ``field: old -> new``
+    (values as JSON); ``["recipe.json: (absent) -> <hash>"]`` when nothing is stored."""
+    if stored is None:
+        return [f"{RECIPE_FILE}: (absent) -> {recipe_hash(wanted)[:12]}"]
+    old, new = json.loads(canonical_json(stored)), json.loads(canonical_json(wanted))
+    out: list[str] = []
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                sub = f"{where}.{k}" if where else k
+                if k not in a:
+                    out.append(f"{sub}: (absent) -> {canonical_json(b[k])}")
+                elif k not in b:
+                    out.append(f"{sub}: {canonical_json(a[k])} -> (absent)")
+                else:
+                    walk(a[k], b[k], sub)
+        elif a != b:
+            out.append(f"{where}: {canonical_json(a)} -> {canonical_json(b)}")
+
+    walk(old, new, "")
+    return out
+
+
+def check_recipe(path: str | Path, recipe: dict) -> list[str]:
+    """``[]`` when checkpoint ``path`` was trained with ``recipe``, else the differing fields
+    (:func:`recipe_differences`)."""
+    stored = read_recipe(path)
+    if stored is not None and stored.get("hash") == recipe_hash(recipe):
+        return []
+    return recipe_differences(None if stored is None else stored["recipe"], recipe)
+
+
+def sha256_small(path: str | Path) -> str | None:
+    """sha256 (hex) of a (small) file, None when it is missing."""
+    import hashlib
+
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def save_toy(model, path: str | Path, history: pd.DataFrame | None = None,
+             recipe: dict | None = None) -> Path:
+    """Save a toy model into folder ``path`` (config.json + model.safetensors [+ history.csv]
+    [+ recipe.json]).
+
+    ``recipe`` (default ``model.toy_recipe`` when set): the full training recipe, stored with
+    its hash in ``recipe.json``; without one, a ``recipe.json`` already in ``path`` is
+    removed (it would describe other weights). Each file is written to a temporary name and
+    renamed into place, so a reader never sees a half-written file; other files in ``path``
+    (e.g. a ``checkpoints/`` folder) are kept.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg: ToyConfig = model.toy_config
+    if recipe is None:
+        recipe = getattr(model, "toy_recipe", None)
     with tempfile.TemporaryDirectory(dir=path, prefix=".save.") as tmp:
         tmp = Path(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -143,8 +228,14 @@ def save_toy(model, path: str | Path, history: pd.DataFrame | None = None) -> Pa
         (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         if history is not None:
             history.to_csv(tmp / "history.csv", index=False)
+        if recipe is not None:
+            (tmp / RECIPE_FILE).write_text(json.dumps(
+                {"recipe": json.loads(canonical_json(recipe)), "hash": recipe_hash(recipe)},
+                indent=2))
+        else:
+            (path / RECIPE_FILE).unlink(missing_ok=True)
         # weights first, config last: a folder with config.json is complete
-        for name in ("model.safetensors", "history.csv", "config.json"):
+        for name in ("model.safetensors", "history.csv", RECIPE_FILE, "config.json"):
             if (tmp / name).exists():
                 os.replace(tmp / name, path / name)
     return path
@@ -182,6 +273,8 @@ def load_toy(spec: str | Path, device: str | torch.device | None = None,
     if missing or unexpected:
         raise ValueError(f"toy checkpoint {path} does not match its config: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
+    stored = read_recipe(path)
+    model.toy_recipe = None if stored is None else stored["recipe"]
     model.eval()
     return model
 

@@ -14,16 +14,18 @@ Architecture
 - Devices: ``device`` / ``dtype`` (:class:`interp.config.DeviceConfig`) say where models and
   batches live and the compute dtype; a point's hash includes ``dtype`` when it is not float32
   (lower precision is another result) but never ``device`` (a sweep may resume elsewhere).
-- :func:`run_retrieval_sweep` trains one model per (implementation, d_model, num_kv_pairs) with
-  :func:`interp.retrieval.train.train_mqar`, measures the attention bottleneck of each trained
-  model (:mod:`interp.probes.retrieval`), and records each finished point in
-  ``points.jsonl`` through :class:`interp.results.Sweep`, so a rerun skips finished points.
-  A point's key holds a hash of everything that determines its result: change the config and
-  the point is trained again.
-
-Outputs in ``out_dir``: ``retrieval.csv`` (one row per model), ``run.json`` (config, versions,
-seed), ``bottleneck_vs_error.csv`` (correlation of retrieval error with the bottleneck
-measures), ``accuracy_vs_state.html`` and ``accuracy_vs_width.html`` (plotly, inline JS).
+- :func:`retrieval_sweep` (a library function: it returns :class:`RetrievalTables` and writes
+  nothing but sweep points) trains one model per (implementation, d_model, num_kv_pairs)
+  with :func:`interp.retrieval.train.train_mqar`, measures the attention bottleneck of each
+  trained model (:mod:`interp.probes.retrieval`), and records each finished point through
+  the :class:`interp.results.Sweep` it is given, so a rerun skips finished points. A point's
+  parameters hold a hash of everything that determines its result (``setup``): change the
+  config and the point is trained again. :func:`run_retrieval_sweep` is the same, resumable
+  in a folder (``points.jsonl`` only).
+- The ``retrieval_sweep`` experiment kind (:mod:`interp.experiment_kinds.retrieval`) is the
+  only writer of a run folder: ``run.json``, ``retrieval.csv`` (one row per model),
+  ``bottleneck_vs_error.csv`` (correlation of retrieval error with the bottleneck measures),
+  ``figures/accuracy_vs_state.html``, ``figures/accuracy_vs_width.html`` and ``report.html``.
 """
 from __future__ import annotations
 
@@ -39,11 +41,11 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import attention
-from interp.config import ConfigError, DeviceConfig, dtype_name, from_dict, to_dict
+from interp.config import ConfigError, DeviceConfig, from_dict, to_dict
 from interp.probes.retrieval import (
     attention_bottleneck, relate_retrieval_error, summarize_bottleneck,
 )
-from interp.results import Sweep, atomic_write_text, write_meta, write_table
+from interp.results import Sweep, interp_version
 from interp.retrieval import train as _train
 from interp.retrieval.model import MixerSpec, RetrievalModelConfig
 from interp.retrieval.train import TrainConfig, mqar_test_set
@@ -284,41 +286,51 @@ def run_point(cfg: RetrievalSweepConfig, point: dict[str, Any], impl: HybridSpec
     }
 
 
-def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: bool = False,
-                        *, progress: bool = True, device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None) -> pd.DataFrame:
-    """Run (or resume) the sweep and write its outputs (see the module docstring).
+@dataclass
+class RetrievalTables:
+    """What :func:`retrieval_sweep` returns.
+
+    Attributes:
+        table: one row per model: ``impl``, ``d_model``, ``num_kv_pairs``, ``setup``,
+            ``accuracy``, ``state_size``, ``n_params``, ``final_loss``, ``seconds``,
+            ``mixers``, ``eff_rank``, ``energy_rank``, ``row_entropy``, ``min_row_entropy``.
+        bottleneck: correlation of retrieval error with the bottleneck measures per
+            ``num_kv_pairs`` (:func:`interp.probes.retrieval.relate_retrieval_error`).
+        config: the config that ran (the quick variant for ``quick=True``).
+    """
+
+    table: pd.DataFrame
+    bottleneck: pd.DataFrame
+    config: RetrievalSweepConfig
+
+
+def retrieval_sweep(cfg: RetrievalSweepConfig, quick: bool = False, *, sweep: Sweep | None = None,
+                    progress: bool = True, device: str | torch.device | None = None,
+                    dtype: torch.dtype | str | None = None) -> RetrievalTables:
+    """Run (or, through ``sweep``, resume) the sweep and return its tables. Writes nothing
+    but the sweep's points (the ``retrieval_sweep`` experiment kind writes the tables,
+    figures, run.json and report).
 
     Args:
         cfg: the sweep.
-        out_dir: output folder (created); finished points already recorded there are skipped.
-        quick: run :meth:`RetrievalSweepConfig.quick_variant` instead (same folder layout).
+        quick: run :meth:`RetrievalSweepConfig.quick_variant` instead.
+        sweep: a :class:`interp.results.Sweep` recording each finished point (finished
+            points with the same resume key are skipped); None: compute every point, keep
+            nothing.
         progress: tqdm bars (one for the sweep, one per training run).
         device, dtype: already resolved ``torch.device`` / ``torch.dtype`` (an experiment
             run passes its own); default: ``cfg.device`` / ``cfg.dtype`` resolved here
             (:class:`~interp.config.ConfigError` for a device this machine lacks).
-
-    Returns:
-        The table written to ``retrieval.csv``: one row per model with ``impl``, ``d_model``,
-        ``num_kv_pairs``, ``setup``, ``accuracy``, ``state_size``, ``n_params``,
-        ``final_loss``, ``seconds``, ``mixers``, ``eff_rank``, ``energy_rank``,
-        ``row_entropy``, ``min_row_entropy``.
     """
     run_cfg = cfg.quick_variant() if quick else cfg
     if device is None or dtype is None:
         dev, dt = run_cfg.resolve_devices()
         device = dev if device is None else device
         dtype = dt if dtype is None else dtype
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     impls = run_cfg.implementations()
     points = sweep_points(run_cfg)
-    write_meta(out_dir, to_dict(run_cfg), seed=run_cfg.seed,
-               extra={"quick": quick, "kind": EXPERIMENT_KIND, "device": str(device),
-                      "dtype": dtype_name(dtype),
-                      "implementations": {k: to_dict(v) for k, v in impls.items()}})
-    sweep = Sweep(out_dir)
-    todo = list(sweep.pending(points))
+    todo = list(sweep.pending(points)) if sweep is not None else points
+    rows = []
     old_threads = torch.get_num_threads()
     if run_cfg.threads:
         torch.set_num_threads(run_cfg.threads)
@@ -326,23 +338,34 @@ def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: b
         bar = tqdm(todo, desc="retrieval sweep", disable=not progress)
         for point in bar:
             bar.set_postfix(impl=point["impl"], d=point["d_model"], n=point["num_kv_pairs"])
-            sweep.record(point, run_point(run_cfg, point, impls[point["impl"]], progress,
-                                          device=device, dtype=dtype))
+            result = run_point(run_cfg, point, impls[point["impl"]], progress, device=device,
+                               dtype=dtype)
+            if sweep is not None:
+                sweep.record(point, result)
+            rows.append({**point, **result})
     finally:
         torch.set_num_threads(old_threads)
 
-    table = sweep.table()
+    table = sweep.table() if sweep is not None else pd.DataFrame(rows)
     wanted = {p["setup"] for p in points}
     table = table[table["setup"].isin(wanted)].drop_duplicates("setup", keep="last")
     order = {p["setup"]: i for i, p in enumerate(points)}
     table = table.sort_values("setup", key=lambda s: s.map(order)).reset_index(drop=True)
-    write_table(table, out_dir / "retrieval.csv")
-    write_table(relate_retrieval_error(table, by=["num_kv_pairs"]),
-                out_dir / "bottleneck_vs_error.csv")
-    from interp.retrieval.plots import accuracy_vs_state, accuracy_vs_width
+    return RetrievalTables(table, relate_retrieval_error(table, by=["num_kv_pairs"]), run_cfg)
 
-    atomic_write_text(out_dir / "accuracy_vs_state.html",
-                      accuracy_vs_state(table).to_html(include_plotlyjs=True, full_html=True))
-    atomic_write_text(out_dir / "accuracy_vs_width.html",
-                      accuracy_vs_width(table).to_html(include_plotlyjs=True, full_html=True))
-    return table
+
+def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: bool = False,
+                        *, progress: bool = True, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None) -> pd.DataFrame:
+    """:func:`retrieval_sweep` resumable in ``out_dir``: finished points are kept in
+    ``out_dir/points.jsonl`` (nothing else is written there; run the ``retrieval_sweep``
+    experiment kind -- ``interp run`` or ``python -m interp.retrieval`` -- for tables,
+    figures and a report). A point is skipped when a finished one has the same setup hash
+    (everything that determines it, see :func:`sweep_points`) and interp version.
+
+    Returns:
+        :attr:`RetrievalTables.table`.
+    """
+    key = {"sweep": EXPERIMENT_KIND, "interp": interp_version()}
+    return retrieval_sweep(cfg, quick, sweep=Sweep(out_dir, key=key), progress=progress,
+                           device=device, dtype=dtype).table

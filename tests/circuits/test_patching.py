@@ -140,7 +140,7 @@ def test_edge_attribution_tracks_real_edge_patching(toy_model, task):
 
 @pytest.fixture(scope="session")
 def trained_toy():
-    from interp.circuits.toy import circuit_toy
+    from interp.recipes.toy_induction import circuit_toy
 
     torch.set_num_threads(1)
     return circuit_toy()
@@ -168,7 +168,7 @@ def test_eap_circuit_recovers_the_toy_circuit(trained_toy):
     metric and contain the previous-token head's K-composition into induction heads (measured:
     0.74 with 40 edges, 0.37 with 20, 0.996 with 60: EAP ranks the logit and v edges of the
     saturated induction heads first)."""
-    from interp.models.toy_induction import ToyInductionConfig, eval_tokens
+    from interp.recipes.toy_induction import ToyInductionConfig, eval_tokens
     from interp.probes.induction import pattern_scores
 
     cfg = ToyInductionConfig()
@@ -188,7 +188,7 @@ def test_discovery_finds_previous_token_to_induction_path(trained_toy):
     """ACDC on the trained toy returns the previous-token head -> induction heads path through
     the induction heads' keys (K-composition) and little else: every head in the circuit is
     the previous-token head or an induction head (scores from the induction probe)."""
-    from interp.models.toy_induction import ToyInductionConfig, eval_tokens
+    from interp.recipes.toy_induction import ToyInductionConfig, eval_tokens
     from interp.probes.induction import pattern_scores
 
     cfg = ToyInductionConfig()

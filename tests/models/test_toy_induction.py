@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interp.models.toy import load_toy
-from interp.models.toy_induction import (ToyInductionConfig, eval_tokens, induction_batch,
+from interp.recipes.toy_induction import (ToyInductionConfig, eval_tokens, induction_batch,
                                          induction_metrics)
 
 pytestmark = pytest.mark.slow

@@ -17,16 +17,19 @@ from interp.retrieval import train as train_mod
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "retrieval_mqar.toml"
 
 
-def micro_config(**kw) -> RetrievalSweepConfig:
+def micro_data(**kw) -> dict:
     labels = RetrievalSweepConfig(exclude=[]).implementations()
     keep = {"softmax", "linear_elu", "based"}
-    data = {
+    return {
         "vocab_size": 16, "seq_len": 12, "num_kv_pairs": [2], "d_models": [8, 16],
         "mlp_ratio": 1, "exclude": [lab for lab in labels if lab not in keep],
         "train": {"steps": 2, "batch_size": 4, "test_size": 8, "warmup": 1},
         "probe_samples": 4, **kw,
     }
-    return from_dict(RetrievalSweepConfig, data)
+
+
+def micro_config(**kw) -> RetrievalSweepConfig:
+    return from_dict(RetrievalSweepConfig, micro_data(**kw))
 
 
 @pytest.fixture
@@ -42,8 +45,11 @@ def count_training(monkeypatch):
     return calls
 
 
-def test_sweep_writes_outputs_and_resumes(tmp_path, count_training):
+def test_sweep_library_returns_tables_and_resumes(tmp_path, count_training):
     cfg = micro_config()
+    res = sweep_mod.retrieval_sweep(cfg, progress=False)      # no folder: nothing written
+    assert set(res.bottleneck.columns) and len(res.table) == 6
+    count_training.clear()
     table = sweep_mod.run_retrieval_sweep(cfg, tmp_path, progress=False)
     assert len(count_training) == 3 * 2
     assert list(table["impl"].unique()) == ["softmax", "linear_elu", "based"]
@@ -54,17 +60,8 @@ def test_sweep_writes_outputs_and_resumes(tmp_path, count_training):
     # state size grows with width for every implementation
     for _, g in table.groupby("impl"):
         assert g.sort_values("d_model")["state_size"].is_monotonic_increasing
-    for name in ("retrieval.csv", "run.json", "accuracy_vs_state.html",
-                 "accuracy_vs_width.html", "bottleneck_vs_error.csv"):
-        assert (tmp_path / name).is_file(), name
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "retrieval.csv"), table,
-                                  check_dtype=False)
-    meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["config"]["d_models"] == [8, 16]
-    html = (tmp_path / "accuracy_vs_state.html").read_text()
-    assert len(html) > 1_000_000  # plotly.js inline
-    assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing fetched from a CDN
-    assert '"type":"log"' in html.replace(" ", "")
+    # the library writes only its sweep points; the experiment kind writes everything else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.jsonl"]
 
     again = sweep_mod.run_retrieval_sweep(cfg, tmp_path, progress=False)
     assert len(count_training) == 6  # nothing retrained
@@ -74,6 +71,28 @@ def test_sweep_writes_outputs_and_resumes(tmp_path, count_training):
     wider = micro_config(d_models=[8, 16, 24])
     t3 = sweep_mod.run_retrieval_sweep(wider, tmp_path, progress=False)
     assert len(count_training) == 9 and len(t3) == 9
+
+
+def test_kind_is_the_only_writer(tmp_path, count_training):
+    from interp.experiments import run_experiment
+
+    out = run_experiment({"kind": "retrieval_sweep", "config": micro_data()},
+                         out_dir=tmp_path, progress=False)
+    assert len(count_training) == 6
+    for name in ("retrieval.csv", "run.json", "report.html", "points.jsonl",
+                 "figures/accuracy_vs_state.html", "figures/accuracy_vs_width.html",
+                 "bottleneck_vs_error.csv"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "retrieval.csv")
+    assert len(table) == 6
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["d_models"] == [8, 16] and meta["status"] == "finished"
+    html = (out / "figures" / "accuracy_vs_state.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=[\"']?https?:", html)  # nothing from a CDN
+    assert '"type":"log"' in html.replace(" ", "")
+    run_experiment({"kind": "retrieval_sweep", "config": micro_data()}, out_dir=tmp_path,
+                   progress=False)
+    assert len(count_training) == 6          # resumed: nothing retrained
 
 
 def test_changed_setup_is_a_new_point():
