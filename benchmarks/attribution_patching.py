@@ -21,7 +21,7 @@ from interp.circuits.patching import induction_task, patch_heads
 def main(name: str = "smollm2-135m", batch: str = "4", seg_len: str = "10") -> None:
     torch.set_num_threads(1)
     if name == "circuit-toy":
-        from interp.circuits.toy import circuit_toy
+        from interp.recipes.toy_induction import circuit_toy
 
         model = circuit_toy()
     else:

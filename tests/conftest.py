@@ -97,7 +97,7 @@ def toy_induction_dir():
     """Folder of the default toy induction recipe in the interp cache (main model; the
     1-layer control sits beside it as ``<name>-control``); trained once if missing."""
     from interp.models.toy import resolve_toy_path
-    from interp.models.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
+    from interp.recipes.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
 
     cfg = ToyInductionConfig()
     try:

@@ -31,7 +31,7 @@ def no_model(monkeypatch):
     import interp.experiment_kinds.streaming as streaming_kind
     import interp.experiments as experiments
     import interp.models.registry as registry
-    import interp.models.toy_induction as toy_induction
+    import interp.recipes.toy_induction as toy_induction
 
     monkeypatch.setattr(interp, "load_model", _no_model)
     monkeypatch.setattr(registry, "load_model", _no_model)

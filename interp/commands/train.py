@@ -8,7 +8,7 @@ from interp.cli import arguments, command, write_table
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from interp.models.toy_induction import ToyInductionConfig
+    from interp.recipes.toy_induction import ToyInductionConfig
 
     p.add_argument("recipe", choices=["toy-induction"], help="what to train")
     p.add_argument("--config", help="TOML file with ToyInductionConfig fields (strict)")
@@ -26,7 +26,7 @@ def cmd_train(args) -> int:
     import dataclasses
 
     from interp.config import from_dict, load_toml
-    from interp.models.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
+    from interp.recipes.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
 
     from interp.paths import check_input_file, check_output_dir
 
