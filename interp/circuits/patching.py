@@ -366,17 +366,17 @@ def _patch_layers(model, task, direction, hook_name, n_cells, cell_patch, layers
         with torch.no_grad(), attach(model, [(name, hook)]):
             logits = model(base_tokens.repeat(len(cells), 1))
         result = {"metric": _chunked_metric(logits, task.metric, b)}
-        computed[(layer, chunk["start"])] = result["metric"]
+        computed[(layer, chunk["start"], chunk["stop"])] = result["metric"]
         if sweep is not None:
             sweep.record(chunk, result)
     if sweep is not None:
         table = sweep.table()
-        computed = {(int(r["layer"]), int(r["start"])): r["metric"]
+        computed = {(int(r["layer"]), int(r["start"]), int(r["stop"])): r["metric"]
                     for r in table.to_dict("records")
                     if "start" in r and isinstance(r.get("metric"), list)}
     rows = []
     for chunk in chunks:
-        metrics = computed[(chunk["layer"], chunk["start"])]
+        metrics = computed[(chunk["layer"], chunk["start"], chunk["stop"])]
         for c, m in zip(range(chunk["start"], chunk["stop"]), metrics):
             rows.append({"layer": chunk["layer"], "cell": c, "metric": float(m),
                          "normalised": normalise(float(m), ref["clean"], ref["corrupted"])})
