@@ -576,7 +576,7 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
             return z
 
         hooks = [(f"blocks.{rl}.attn.hook_{x}", put), (f"blocks.{rl}.attn.hook_z", restore)]
-        with attach(model, hooks):
+        with torch.no_grad(), attach(model, hooks):
             logits = model(base_tokens.repeat(len(snd), 1))
         for (sl, sh), m in zip(snd, _chunked_metric(logits, task.metric, b)):
             rows.append({"sender_layer": sl, "sender_head": sh, "receiver_layer": rl,

@@ -6,13 +6,16 @@
 - :func:`head_heatmap`, :func:`matrix_heatmap`, :func:`sink_curves`,
   :func:`accuracy_vs_state`, :func:`streaming_ppl` -- plotly figures of probe tables.
 - :func:`save_figure` -- a figure as a standalone page with plotly.js inline.
+- :func:`setup_notebook` -- plotly figures in a notebook also carry ``text/html`` with
+  plotly.js inline, so they render outside JupyterLab too (classic, nbviewer, offline).
 - The run report (:mod:`interp.report`) embeds all of these in one self-contained page.
 """
 from interp.viz.attention import attention_view
 from interp.viz.figures import (accuracy_vs_state, figure_html, head_heatmap, heatmap_values,
                                 matrix_heatmap, save_figure, sink_curves, streaming_ppl)
 from interp.viz.html import View, has_cdn_script
+from interp.viz.notebook import setup_notebook
 
 __all__ = ["View", "accuracy_vs_state", "attention_view", "figure_html", "has_cdn_script",
-           "head_heatmap", "heatmap_values", "matrix_heatmap", "save_figure", "sink_curves",
-           "streaming_ppl"]
+           "head_heatmap", "heatmap_values", "matrix_heatmap", "save_figure", "setup_notebook",
+           "sink_curves", "streaming_ppl"]
