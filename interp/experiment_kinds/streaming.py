@@ -26,13 +26,9 @@ def streaming_lm(name: str, device: torch.device | None = None,
                  dtype: torch.dtype | str | None = None):
     """:class:`interp.streaming.StreamingLM` for model ``name`` (registry name, folder, hub
     id) in ``dtype`` on ``device`` (default CPU): its caches and tables follow the model."""
-    from interp.models.registry import load_hf
     from interp.streaming import StreamingLM
 
-    hf_model, tok = load_hf(name, dtype)
-    if device is not None:
-        hf_model = hf_model.to(device)
-    return StreamingLM(hf_model, tok)
+    return StreamingLM.from_name(name, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
