@@ -390,12 +390,13 @@ class Sweep:
                     if self._rid(r) not in seen:
                         seen.add(self._rid(r))
                         records.append(r)
+            records = self._ordered(records)       # the file in point order, as one process
             if rank == 0:
                 self._write_all(records)
             shard.barrier()              # the file is complete before any rank goes on
             self._sharded, self._old, self._new = False, [], []
         else:
-            records = self._records()
+            records = self._ordered(self._records())
             if rank == 0 and self._rank_paths():   # left by an interrupted sharded run
                 self._write_all(records)
         records = self._current(records)
