@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from interp.models.info import ModelInfo
+from interp.models.pretrained import _quiet_transformers
 
 #: HF model types loaded as masked-LM encoders (the bridge wraps ``*ForMaskedLM``)
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert")
@@ -41,13 +42,6 @@ class ModelLoadError(ValueError):
 def looks_like_hub_id(spec: str) -> bool:
     """``owner/name`` with no path that exists locally."""
     return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
-
-
-def _quiet():
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _model_class(config):
@@ -104,7 +98,7 @@ def load_hf_any(spec: str, dtype: torch.dtype = torch.float32,
     """
     from transformers import AutoTokenizer
 
-    _quiet()
+    _quiet_transformers()
     path = Path(spec).expanduser()
     kw: dict = {}
     if path.is_file():
@@ -174,7 +168,7 @@ def wrap(hf_model, tokenizer=None, *, name: str | None = None, kind: str = "wrap
 
     from interp.models.arch import describe_layers
 
-    _quiet()
+    _quiet_transformers()
     config = getattr(hf_model, "config", None)
     if config is None:
         raise TypeError(f"wrap expects a transformers model, got {type(hf_model).__name__}")
