@@ -144,6 +144,10 @@ def attend(self, impl: AttentionImpl, spec: LayerAttention, q, k, v, ignore: tup
     n = q.shape[2]
     if window is not None and window >= n:
         window = None                                     # the window cuts nothing here
+    by_rows = getattr(impl, "attend_layer", None)
+    if by_rows is not None and not listen:                # exact, O(rows * n) memory
+        return by_rows(q, k, v, layer=spec.layer, causal=spec.causal, window=window,
+                       softcap=softcap), None
     if not masks_like(impl) or (window is None and softcap is None):
         if listen:
             pattern = self.hook_pattern(impl.pattern(q, k, v, causal=spec.causal))

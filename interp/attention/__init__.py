@@ -2,7 +2,7 @@
 
 >>> from interp import attention
 >>> attention.names()
-['softmax', 'linear', 'sliding_window', 'sink_window', 'block_sparse']
+['softmax', 'linear', 'sliding_window', 'sink_window', 'block_sparse', 'softmax_rows']
 >>> impl = attention.get("linear", feature_map="elu", form="chunked")
 >>> out = impl(q, k, v, causal=True)   # q [b, h, n, d], k/v [b, kv_heads, n, d]  # doctest: +SKIP
 
@@ -12,6 +12,8 @@ Modules (ops only: nothing here imports models or analysis code):
   ``state_size``, ``quadratic``, ``describe``), shape checks, safe softmax.
 - ``registry``: the name -> class registry (options read from ``__init__`` signatures).
 - ``softmax``: torch SDPA. ``linear`` + ``feature_maps``: linear attention, 3 forms, 6 maps.
+- ``rows``: exact softmax a block of query rows at a time (O(block n) memory, the layer's
+  window and soft-capping, a per-block callback for long-context probes).
 - ``local``: sliding window (+ global tokens) and sink + window. ``block_sparse``: BigBird.
 - ``gpu``: the CUDA fast paths behind the same names (flex_attention block masks for the sparse
   ones, fla's kernel for causal chunked linear attention with ``interp[gpu]``); CPU paths are
@@ -26,6 +28,7 @@ from interp.attention import softmax as _softmax  # noqa: F401, I001
 from interp.attention import linear as _linear  # noqa: F401
 from interp.attention import local as _local  # noqa: F401
 from interp.attention import block_sparse as _block_sparse  # noqa: F401
+from interp.attention import rows as _rows  # noqa: F401
 from interp.attention.base import AttentionImpl, check_qkv, repeat_kv, safe_softmax
 from interp.attention.feature_maps import FEATURE_MAPS
 from interp.attention.linear import LinearState
@@ -45,6 +48,11 @@ def get(name: str, **options: Any) -> AttentionImpl:
     return IMPLEMENTATIONS.build(name, **options)
 
 
+def get_class(name: str) -> type[AttentionImpl]:
+    """The class registered as ``name`` (ValueError listing the valid names otherwise)."""
+    return IMPLEMENTATIONS.get_class(name)
+
+
 def options(name: str) -> dict[str, Any]:
     """``{option: default}`` of implementation ``name`` (linear also takes its feature map's)."""
     return IMPLEMENTATIONS.options(name)
@@ -61,6 +69,7 @@ __all__ = [
     "check_qkv",
     "feature_maps",
     "get",
+    "get_class",
     "names",
     "options",
     "repeat_kv",

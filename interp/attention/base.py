@@ -135,6 +135,9 @@ class AttentionImpl(nn.Module):
 
     name: str = "?"
     quadratic: bool = True
+    #: another registered name whose math this one computes exactly (a different execution
+    #: strategy, e.g. ``softmax_rows`` for ``softmax``); sweeps over the registry skip it
+    same_math_as: str | None = None
 
     def __init__(self, *, scale: float | None = None, d_head: int = 64) -> None:
         super().__init__()
@@ -217,6 +220,18 @@ class SparseAttention(AttentionImpl):
         tensor ops only, so flex can vmap and compile it). Used on CUDA
         (:mod:`interp.attention.gpu`)."""
         raise NotImplementedError
+
+    def allowed_rows(self, n: int, rows: tuple[int, int], keys: tuple[int, int],
+                     causal: bool = True, device=None, mask_mod=None) -> Tensor:
+        """Rows ``[i0, i1)`` x keys ``[j0, j1)`` of :meth:`allowed_mask` (bool
+        ``[i1 - i0, j1 - j0]``) without building the ``[n, n]`` mask: :meth:`flex_mask_mod`
+        evaluated on broadcast position grids. Pass a ``mask_mod`` already built for ``n``
+        to reuse it across blocks."""
+        mod = mask_mod or self.flex_mask_mod(n, causal, device)
+        qi = torch.arange(rows[0], rows[1], device=device)[:, None]
+        kj = torch.arange(keys[0], keys[1], device=device)[None, :]
+        return torch.as_tensor(mod(None, None, qi, kj), device=device).expand(
+            rows[1] - rows[0], keys[1] - keys[0])
 
     def mask_key(self) -> tuple:
         """Hashable summary of the options that define the allowed set (cache key of the

@@ -23,7 +23,9 @@ Architecture
 :func:`token_labels` maps character spans to token labels. :func:`distraction_scores` runs
 one forward per prompt (prompts differ in length; no padding to get wrong) with a hook on
 ``blocks.{l}.attn.hook_pattern`` ``[batch, head, query, key]`` for each probed layer that
-keeps only the query row ``[head, key]`` and reduces it to ``[head, n_categories]`` at once.
+keeps only the query row ``[head, key]`` and reduces it to ``[head, n_categories]`` at once
+(long prompts: the same row taken from row blocks, never the whole pattern,
+``method="blockwise"``, :mod:`interp.probes.blockwise`).
 Returns one tidy row per (prompt, layer, head); :func:`distraction_summary` averages.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from interp.probes.blockwise import choose_method, run_blockwise
 from interp.probes.common import check_tokens, layer_of, pattern_hook_name, run_probe
 
 CATEGORIES = ("relevant", "distractor", "opinion", "question", "template")
@@ -106,7 +109,8 @@ def token_labels(tokenizer, text: str, spans: Sequence[tuple[int, int, str]]
 
 
 def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequence[int] | None = None,
-                       query: int = -1, tokenizer=None, progress=None) -> pd.DataFrame:
+                       query: int = -1, tokenizer=None, progress=None,
+                       method: str = "auto") -> pd.DataFrame:
     """Attention mass from the answer position to each category, per prompt, layer, head.
 
     Args:
@@ -116,6 +120,10 @@ def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequen
         query: query position (default ``-1``: the last prompt token).
         tokenizer: default ``model.tokenizer``.
         progress: optional ``fn(iterable, desc=..., total=...)`` wrapping the loop (tqdm).
+        method: ``"pattern"`` (keep the query row of each layer's ``hook_pattern``),
+            ``"blockwise"`` (take that row from a block of query rows at a time, never an
+            ``[n, n]`` pattern, and stop after the last probed layer:
+            :mod:`interp.probes.blockwise`) or ``"auto"`` (blockwise for long prompts).
 
     Returns:
         One row per (example, layer, head): ``example, layer, head``, one mass column per
@@ -144,7 +152,14 @@ def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequen
         def hook(pattern, hook):                                           # [b, h, q, k]
             masses[layer_of(hook.name)] = pattern[0, :, q, :].double() @ onehot.double()
 
-        run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
+        def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:  # [b, h, r, s]
+            if i0 <= q < i0 + p.shape[2]:
+                masses[layer] = p[0, :, q - i0, :].double() @ onehot[j0:j0 + p.shape[3]].double()
+
+        if choose_method(model, tokens, method) == "blockwise":
+            run_blockwise(model, tokens, layers, reduce)
+        else:
+            run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
         counts = onehot.sum(0)
         extra = {f"n_{c}": int(counts[i]) for i, c in enumerate(CATEGORIES)}
         for layer in layers:

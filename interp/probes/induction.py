@@ -2,7 +2,8 @@
 
 Definitions (Olsson et al. 2022; Elhage et al. 2021), all read from ONE batched forward
 that hooks only ``hook_pattern`` and reduces each layer's ``[batch, head, q, k]`` pattern
-inside the hook:
+inside the hook (for long prompts, ``method="blockwise"`` takes the same sums a block of query
+rows at a time and never holds the pattern: :mod:`interp.probes.blockwise`):
 
 - ``induction``: on repeated random tokens (segment of length ``seg_len`` repeated, optional
   BOS), attention from a token in a later copy to the token right after its occurrence in the
@@ -26,6 +27,7 @@ import pandas as pd
 import torch
 
 from interp.models.loading import ensure_info
+from interp.probes.blockwise import choose_method, gather_keys, run_blockwise
 from interp.probes.common import (check_prompt, check_tokens, layer_of, pattern_hook_name,
                                   run_probe)
 from interp.tasks import repeated_tokens
@@ -77,8 +79,47 @@ def _masked_mean(mass: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
     return (mass * w).sum(dim=(0, 2)) / w.sum(dim=(0, 2)).clamp_min(1)
 
 
+def _seen_before(tokens: torch.Tensor) -> torch.Tensor:
+    """``[b, n]`` bool: ``tokens[b, i]`` occurs at some position ``< i`` of its row (the
+    queries that have a duplicate-token key, and equally a prefix-matching key). O(n log n)."""
+    srt, order = tokens.sort(dim=-1, stable=True)
+    repeat = torch.zeros_like(tokens, dtype=torch.bool)
+    repeat[:, 1:] = srt[:, 1:] == srt[:, :-1]     # not the first (leftmost) of its run
+    return torch.zeros_like(repeat).scatter(1, order, repeat)
+
+
+def _blockwise_reducer(tokens: torch.Tensor, seg_len: int | None, first_q: int,
+                       out: dict[int, dict[str, torch.Tensor]]):
+    """The reducer of :func:`pattern_scores` for :func:`~interp.probes.blockwise.run_blockwise`:
+    per layer, sums over (batch, query) of each score, from row blocks of the pattern."""
+    b, n = tokens.shape
+    prev_tok = torch.cat([tokens[:, :1] * 0 - 1, tokens[:, :-1]], dim=1)   # tokens[j-1]
+    pos = torch.arange(n, device=tokens.device)
+
+    def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:   # [b, h, r, s]
+        r, s = p.shape[2], p.shape[3]
+        i, j = pos[i0:i0 + r], pos[j0:j0 + s]
+        acc = out.setdefault(layer, {})
+
+        def add(name, value):                                             # value [h]
+            acc[name] = acc.get(name, 0) + value.double()
+
+        add("previous_token", gather_keys(p, i0, j0, i - 1).sum(dim=(0, 2)))
+        if seg_len is not None:
+            key = torch.where(i >= first_q, i - (seg_len - 1), -1)
+            add("induction", gather_keys(p, i0, j0, key).sum(dim=(0, 2)))
+        ti = tokens[:, i0:i0 + r, None]                                    # [b, r, 1]
+        dup = (ti == tokens[:, None, j0:j0 + s]) & (j[None, :] < i[:, None])
+        prefix = (ti == prev_tok[:, None, j0:j0 + s]) & (j >= 1) & (j[None, :] - 1 < i[:, None])
+        add("prefix_matching", (p * prefix[:, None]).sum(dim=(0, 2, 3)))
+        add("duplicate_token", (p * dup[:, None]).sum(dim=(0, 2, 3)))
+
+    return reduce
+
+
 def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
-                   offset: int | None = None, layers: Sequence[int] | None = None) -> pd.DataFrame:
+                   offset: int | None = None, layers: Sequence[int] | None = None,
+                   method: str = "auto") -> pd.DataFrame:
     """Pattern-based scores (induction, prefix_matching, previous_token, duplicate_token).
 
     Args:
@@ -86,6 +127,10 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
         seg_len: length of the repeated segment (enables the ``induction`` column).
         offset: position of the first segment's first token (1 with BOS, else 0; default:
             1 if every row starts with the model's BOS id, else 0).
+        method: ``"pattern"`` (reduce each layer's ``hook_pattern``), ``"blockwise"``
+            (reduce a block of query rows at a time, never holding an ``[n, n]`` pattern or
+            mask: :mod:`interp.probes.blockwise`; for long natural text) or ``"auto"``
+            (blockwise for long prompts).
 
     Raises ValueError for fewer than 2 tokens; issues a
     :class:`~interp.probes.common.ProbeWarning` when no token repeats (induction, prefix
@@ -104,11 +149,23 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
         offset = int(any(bool((tokens[:, 0] == b).all()) for b in starts))
     if seg_len is not None and not 1 <= seg_len <= (n - offset) // 2:
         raise ValueError(f"seg_len {seg_len} does not fit a repeated sequence of {n} tokens")
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    out: dict[int, dict[str, torch.Tensor]] = {}
+    if choose_method(model, tokens, method) == "blockwise":
+        first_q = offset + (seg_len or 0)
+        run_blockwise(model, tokens, layers, _blockwise_reducer(tokens, seg_len, first_q, out))
+        seen = _seen_before(tokens).sum().clamp_min(1).double()
+        counts = {"previous_token": b * (n - 1), "prefix_matching": seen,
+                  "duplicate_token": seen, "induction": b * (n - first_q)}
+        for layer in layers:
+            acc = out[layer]
+            if seg_len is None:                   # no known segment: induction = prefix matching
+                acc["induction"], counts["induction"] = acc["prefix_matching"], seen
+            out[layer] = {k: (acc[k] / counts[k]).float().cpu() for k in SCORE_COLUMNS[:4]}
+        return _score_table(model, layers, out)
     prefix, dup = _token_masks(tokens)
     prefix_f, dup_f = prefix.float(), dup.float()
     has_prefix, has_dup = prefix.any(-1), dup.any(-1)
-    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    out: dict[int, dict[str, torch.Tensor]] = {}
 
     def hook(pattern, hook):                                         # [b, h, q, k]
         p = pattern.float()
@@ -126,6 +183,11 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
         out[layer_of(hook.name)] = {k: v.cpu() for k, v in scores.items()}
 
     run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
+    return _score_table(model, layers, out)
+
+
+def _score_table(model, layers: Sequence[int], out: dict[int, dict[str, torch.Tensor]]
+                 ) -> pd.DataFrame:
     rows = []
     for layer in layers:
         for h in range(model.cfg.n_heads):
@@ -149,14 +211,16 @@ def copying_scores(model) -> pd.DataFrame:
 
 def induction_scores(model, tokens: torch.Tensor | None = None, *, seg_len: int | None = 50,
                      batch: int = 8, n_repeats: int = 2, seed: int = 0,
-                     layers: Sequence[int] | None = None) -> pd.DataFrame:
+                     layers: Sequence[int] | None = None, method: str = "auto") -> pd.DataFrame:
     """All induction-circuit scores for every head, one row per (layer, head).
 
     Args:
         model: a hooked decoder (pretrained or toy).
         tokens: ``[batch, seq]``; default: :func:`repeated_random_tokens` with ``batch``,
             ``seg_len``, ``n_repeats`` and ``seed``. With your own tokens, pass their
-            ``seg_len`` (or None for arbitrary text: induction = prefix matching).
+            ``seg_len`` (or None for arbitrary text: induction = prefix matching, the
+            attention to the token after each earlier occurrence of the query's token).
+        method: see :func:`pattern_scores` (``"auto"``: blockwise for long prompts).
 
     Returns:
         DataFrame with columns ``layer, head, induction, prefix_matching, previous_token,
@@ -167,7 +231,7 @@ def induction_scores(model, tokens: torch.Tensor | None = None, *, seg_len: int 
             raise ValueError("seg_len is needed to build repeated random tokens")
         tokens = repeated_random_tokens(model, batch=batch, seg_len=seg_len,
                                         n_repeats=n_repeats, seed=seed)
-    df = pattern_scores(model, tokens, seg_len=seg_len, layers=layers)
+    df = pattern_scores(model, tokens, seg_len=seg_len, layers=layers, method=method)
     cp = copying_scores(model)
     df = df.merge(cp, on=["layer", "head"], how="left")
     return df[["layer", "head", *SCORE_COLUMNS]]

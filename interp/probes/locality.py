@@ -4,7 +4,8 @@ For a sparse layout (any registered implementation with an allowed-key set: slid
 with optional global tokens, sink + window, block-sparse) and each head, the share of the
 head's dense softmax attention mass that falls on keys the layout allows, averaged over
 queries and prompts. A head with little mass inside the layout is one a Longformer-style
-swap would hurt.
+swap would hurt. Long prompts are reduced a block of query rows at a time
+(``method="blockwise"``, :mod:`interp.probes.blockwise`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 from interp.models.loading import ensure_info
 from interp.attention import AttentionImpl, get as get_attention
 from interp.attention.base import SparseAttention
+from interp.attention.rows import MAX_ROWS
+from interp.probes.blockwise import choose_method, run_blockwise
 from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
                                   run_probe, to_tokens)
 
@@ -40,8 +43,60 @@ def default_layouts(windows: Sequence[int] = (32, 128)) -> dict[str, AttentionIm
     return out
 
 
+def _all_allowed(layouts: Mapping[str, AttentionImpl], n: int, causal: bool, device) -> bool:
+    """Whether every layout allows every key a query can see (checked a block of rows at a
+    time, never an ``[n, n]`` mask)."""
+    rows = max(1, min(MAX_ROWS, (1 << 22) // n))
+    for impl in layouts.values():
+        mod = impl.flex_mask_mod(n, causal, device)
+        for i0 in range(0, n, rows):
+            i1 = min(n, i0 + rows)
+            ok = impl.allowed_rows(n, (i0, i1), (0, n), causal, device, mod)
+            if causal:
+                ok = ok | (torch.arange(n, device=device)[None, :]
+                           > torch.arange(i0, i1, device=device)[:, None])
+            if not bool(ok.all()):
+                return False
+    return True
+
+
+def _blockwise(model, tokens, layouts, layers, min_query, causal) -> list[dict]:
+    """:func:`locality_scores` from row blocks of each layer's pattern
+    (:mod:`interp.probes.blockwise`)."""
+    b, n = tokens.shape
+    mods = {name: impl.flex_mask_mod(n, causal, tokens.device) for name, impl in layouts.items()}
+    sums: dict[tuple[int, str], torch.Tensor] = {}
+    worst: dict[tuple[int, str], torch.Tensor] = {}
+
+    def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:     # [b, h, r, s]
+        r, s = p.shape[2], p.shape[3]
+        lo = max(i0, min_query)
+        if lo >= i0 + r:
+            return
+        for name, impl in layouts.items():
+            allowed = impl.allowed_rows(n, (lo, i0 + r), (j0, j0 + s), causal, tokens.device,
+                                        mods[name])
+            inside = (p[:, :, lo - i0:] * allowed).sum(-1)                  # [b, h, rows]
+            key = (layer, name)
+            sums[key] = sums.get(key, 0) + inside.double().sum(dim=(0, 2))
+            low = inside.amin(dim=2).amin(dim=0)
+            worst[key] = low if key not in worst else torch.minimum(worst[key], low)
+
+    run_blockwise(model, tokens, layers, reduce)
+    rows = []
+    for layer in layers:
+        for name in layouts:
+            mean = sums[(layer, name)] / (b * (n - min_query))
+            for h in range(mean.shape[0]):
+                rows.append({"layer": layer, "head": h, "layout": name,
+                             "mass_inside": float(mean[h]),
+                             "min_mass_inside": float(worst[(layer, name)][h])})
+    return rows
+
+
 def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None = None,
-                    layers: Sequence[int] | None = None, min_query: int = 0) -> pd.DataFrame:
+                    layers: Sequence[int] | None = None, min_query: int = 0,
+                    method: str = "auto") -> pd.DataFrame:
     """Share of each head's dense attention mass inside each sparse layout.
 
     Args:
@@ -51,6 +106,10 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
         layers: layers to probe (default all).
         min_query: average only over query positions ``>= min_query`` (e.g. the window size,
             to leave out queries whose whole context fits in the window).
+        method: ``"pattern"`` (reduce each layer's ``hook_pattern`` against ``[n, n]`` layout
+            masks), ``"blockwise"`` (a block of query rows at a time against the same rows of
+            each layout, never an ``[n, n]`` pattern or mask: :mod:`interp.probes.blockwise`)
+            or ``"auto"`` (blockwise for long prompts).
 
     Raises ValueError for fewer than 2 tokens; issues a
     :class:`~interp.probes.common.ProbeWarning` when the prompt is so short that every layout
@@ -67,18 +126,20 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
     if not 0 <= min_query < n:
         raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
     causal = ensure_info(model).causal
-    bool_masks = {name: allowed_mask(impl, n, causal).to(tokens.device)
-                  for name, impl in layouts.items()}
-    visible = torch.ones(n, n, dtype=torch.bool, device=tokens.device)
-    if causal:
-        visible = visible.tril()
-    if all(bool((m | ~visible).all()) for m in bool_masks.values()):
+    for name, impl in layouts.items():
+        if not isinstance(impl, SparseAttention):
+            raise ValueError(f"{name}: {impl.name} has no sparse layout (no allowed-key mask)")
+    if _all_allowed(layouts, n, causal, tokens.device):
         warnings.warn(f"the prompt has {n} tokens, so every layout ({', '.join(layouts)}) "
                       f"allows every key and mass_inside is 1 by definition; use a prompt "
                       f"longer than the layouts' windows or omit --prompt for repeated random "
                       f"tokens", ProbeWarning, stacklevel=2)
-    masks = {name: m.float() for name, m in bool_masks.items()}
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    if choose_method(model, tokens, method) == "blockwise":
+        rows = _blockwise(model, tokens, layouts, layers, min_query, causal)
+        return pd.DataFrame(rows).sort_values(["layer", "head", "layout"]).reset_index(drop=True)
+    masks = {name: allowed_mask(impl, n, causal).to(tokens.device).float()
+             for name, impl in layouts.items()}
     rows: list[dict] = []
 
     def hook(pattern, hook):                         # pattern [batch, head, q, k]

@@ -17,7 +17,9 @@ Architecture
 ------------
 :func:`sink_probe` runs one batched forward with hooks on exactly what it needs:
 ``blocks.{l}.attn.hook_pattern`` ``[batch, head, query, key]`` reduced in the hook to
-``alpha`` per (sample, head, probed key) ``[batch, head, n_keys]``, and (when ``norms``)
+``alpha`` per (sample, head, probed key) ``[batch, head, n_keys]`` (for long prompts the same
+column sums are taken a block of query rows at a time instead, never holding the pattern:
+``method="blockwise"``, :mod:`interp.probes.blockwise`), and (when ``norms``)
 ``hook_k`` / ``hook_v`` ``[batch, pos, kv_head, d_head]`` reduced to L2 norms of the sink
 token vs the mean over the other tokens ``[kv_head]``. Nothing else is kept. It returns a
 :class:`SinkReport` with tidy tables; :func:`sink_summary` aggregates ``Sink^eps`` per layer
@@ -35,6 +37,7 @@ import torch
 
 from interp.models.arch import describe_layers
 from interp.models.loading import ensure_info
+from interp.probes.blockwise import choose_method, run_blockwise
 from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
                                   run_probe, to_tokens)
 from interp.hooks import attach
@@ -120,7 +123,7 @@ def display_token(tokenizer, token_id: int) -> str:
 
 def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
                layers: Sequence[int] | None = None, norms: bool = True,
-               norm_position: int = 0) -> SinkReport:
+               norm_position: int = 0, method: str = "auto") -> SinkReport:
     """Sink scores (and key/value norms) of every head in one batched forward.
 
     Args:
@@ -134,6 +137,10 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
         layers: layers to probe (default all).
         norms: also hook ``hook_k``/``hook_v`` for the key/value norms.
         norm_position: the token whose norms are compared with the others' (default 0).
+        method: ``"pattern"`` (reduce each layer's ``hook_pattern``), ``"blockwise"``
+            (reduce a block of query rows at a time, never an ``[n, n]`` pattern, and stop
+            after the last probed layer: :mod:`interp.probes.blockwise`) or ``"auto"``
+            (blockwise for long prompts, :func:`~interp.probes.blockwise.choose_method`).
 
     Returns:
         :class:`SinkReport`.
@@ -174,12 +181,26 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
             kv[(layer, which)] = (nrm[:, npos].mean(0), rest.mean(dim=(0, 1)))
         return hook
 
-    hooks = [(pattern_hook_name(layer), pattern_hook) for layer in layers]
+    hooks = []
     if norms:
         for layer in layers:
             hooks += [(f"blocks.{layer}.attn.hook_k", norm_hook(layer, "k")),
                       (f"blocks.{layer}.attn.hook_v", norm_hook(layer, "v"))]
-    run_probe(model, tokens, hooks)
+    if choose_method(model, tokens, method) == "pattern":
+        run_probe(model, tokens, [(pattern_hook_name(layer), pattern_hook)
+                                  for layer in layers] + hooks)
+    else:
+        sums: dict[int, torch.Tensor] = {}
+
+        def reduce(layer: int, i0: int, j0: int, probs):         # [b, h, rows, span]
+            acc = sums.setdefault(layer, probs.new_zeros(b, probs.shape[1], len(pos)))
+            for j, p in enumerate(pos):                           # column sums of key p
+                if j0 <= p < j0 + probs.shape[3]:
+                    acc[:, :, j] += probs[..., p - j0].sum(-1)
+
+        run_blockwise(model, tokens, layers, reduce, hooks)
+        for layer in layers:
+            alphas[layer] = sums[layer].float() / visible(layer).sum(0)
 
     labels = _token_labels(model, tokens, pos)
     rows = []
@@ -209,10 +230,10 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
 
 
 def sink_scores(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
-                layers: Sequence[int] | None = None) -> pd.DataFrame:
-    """``alpha`` and ``sink_share`` per (layer, head, position); hooks ``hook_pattern`` only.
+                layers: Sequence[int] | None = None, method: str = "auto") -> pd.DataFrame:
+    """``alpha`` and ``sink_share`` per (layer, head, position), without key/value norms.
     See :func:`sink_probe` for the arguments and :class:`SinkReport` for the columns."""
-    return sink_probe(model, prompts, positions, eps, layers, norms=False).scores
+    return sink_probe(model, prompts, positions, eps, layers, norms=False, method=method).scores
 
 
 def sink_summary(scores: pd.DataFrame, per_layer: bool = True) -> pd.DataFrame:

@@ -8,7 +8,8 @@ Architecture
 - Implementations are built from the registry, never listed in code: with ``registry = true``
   every name in ``interp.attention.names()`` is one implementation, except ``linear``, which is
   one implementation per feature map in ``interp.attention.feature_maps()`` (label
-  ``linear_<map>``). ``exclude`` drops labels, ``options`` adds keyword options per label (or
+  ``linear_<map>``), and except names that compute another name's math exactly
+  (``same_math_as``, e.g. ``softmax_rows``). ``exclude`` drops labels, ``options`` adds keyword options per label (or
   per registry name, e.g. ``linear = {form = "parallel"}``), and ``hybrids`` adds mixtures such
   as Based (linear attention with the Taylor map + a sliding window, summed).
 - Devices: ``device`` / ``dtype`` (:class:`interp.config.DeviceConfig`) say where models and
@@ -174,6 +175,8 @@ class RetrievalSweepConfig(DeviceConfig):
         out: dict[str, HybridSpec] = {}
         if self.registry:
             for name in attention.names():
+                if attention.get_class(name).same_math_as:
+                    continue                  # the same math as another name: nothing to learn
                 if name == "linear":
                     for fm in attention.feature_maps():
                         label = f"linear_{fm}"

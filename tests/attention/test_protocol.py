@@ -17,6 +17,7 @@ D = 64
 # documented state sizes (floats per head) at d_head = 64 for the default options
 EXPECTED_STATE = {
     "softmax": lambda n: 2 * n * D,
+    "softmax_rows": lambda n: 2 * n * D,   # the same math as softmax: a KV cache
     "linear": lambda n: D * D + D,  # elu: feature_dim = d_head
     "sliding_window": lambda n: 2 * min(n, 256) * D,
     "sink_window": lambda n: 2 * min(n, 4 + 256) * D,
@@ -28,7 +29,8 @@ def test_names_come_from_the_registry():
     from interp.attention.registry import IMPLEMENTATIONS
 
     assert NAMES == IMPLEMENTATIONS.names()
-    assert set(NAMES) == {"softmax", "linear", "sliding_window", "sink_window", "block_sparse"}
+    assert set(NAMES) == {"softmax", "linear", "sliding_window", "sink_window", "block_sparse",
+                          "softmax_rows"}
     assert set(EXPECTED_STATE) == set(NAMES)
 
 
