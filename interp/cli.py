@@ -16,12 +16,20 @@ resolves both through :mod:`interp.devices` before the command runs, so ``args.d
 ``torch.device`` and ``args.dtype`` a ``torch.dtype``. ``devices="override"`` (``interp run``)
 adds the same options with no default: given, they replace the experiment config's
 ``device`` / ``dtype`` (checked the same way, passed on as names).
+
+Start-up cost: ``interp --help``, ``interp models`` and argument errors import neither torch
+nor pandas (nor anything that does). Building the parser imports every command module, so a
+command module imports only the standard library and this module at its top, and its
+arguments function reads what ``--help`` shows (choices, defaults) with
+:func:`source_literal` when the module defining it imports torch; ``run`` functions import
+what they need. ``tests/test_cli_start.py`` checks this, ``benchmarks/cli_start.py`` times it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
 #: commands with ``--device/--dtype``: name -> ``"model"`` or ``"override"``
@@ -59,19 +67,18 @@ def add_device_arguments(p: argparse.ArgumentParser, override: bool = False) -> 
     """``--device`` and ``--dtype`` (the only definition; :func:`build_parser` adds them to
     every command registered with ``devices=``). Values are checked by :func:`main`, not
     by argparse, so a bad one is one clear line and exit status 2."""
-    from interp.devices import DTYPE_NAMES
-
+    dtype_names = source_literal("interp.devices", "DTYPE_NAMES")
     g = p.add_argument_group("device")
     if override:
         g.add_argument("--device", default=None,
                        help="run on this device, replacing the config's `device` (auto, cpu, "
                             "cuda, cuda:N)")
-        g.add_argument("--dtype", default=None, metavar="{" + ",".join(DTYPE_NAMES) + "}",
+        g.add_argument("--dtype", default=None, metavar="{" + ",".join(dtype_names) + "}",
                        help="replace the config's `dtype`")
     else:
         g.add_argument("--device", default="auto",
                        help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N")
-        g.add_argument("--dtype", default="float32", metavar="{" + ",".join(DTYPE_NAMES) + "}",
+        g.add_argument("--dtype", default="float32", metavar="{" + ",".join(dtype_names) + "}",
                        help="dtype of loaded models; for trained ones the compute dtype "
                             "(mixed precision, float32 weights). Default float32")
 
@@ -79,12 +86,12 @@ def add_device_arguments(p: argparse.ArgumentParser, override: bool = False) -> 
 def _resolve_devices(args) -> None:
     """Check ``--device``/``--dtype`` (ValueError with one line naming the problem); for
     ``devices="model"`` commands replace them by ``torch.device`` / ``torch.dtype``."""
+    how = _DEVICES.get(args.command)
+    if how is None or (args.device is None and args.dtype is None):
+        return                           # nothing to resolve: no torch import
     from interp.config import dtype_name
     from interp.devices import resolve_device, resolve_dtype
 
-    how = _DEVICES.get(args.command)
-    if how is None:
-        return
     device = None if args.device is None else resolve_device(args.device)
     dtype = None if args.dtype is None else resolve_dtype(args.dtype)
     if how == "model":
@@ -104,17 +111,73 @@ def arguments(fn: Callable[[argparse.ArgumentParser], None]):
     return deco
 
 
-def write_table(df, fmt: str, out: str | None) -> None:
-    import pandas as pd
+def source_literal(module: str, name: str) -> Any:
+    """The value of ``name`` in ``module`` -- a constant (``"MODES"``) or a class attribute
+    (``"ToyInductionConfig.steps"``) -- for choices and defaults that ``--help`` shows.
 
-    if fmt == "csv":
-        text = df.to_csv(index=False)
-    elif fmt == "json":
-        text = df.to_json(orient="records", indent=2)
-    else:
-        with pd.option_context("display.max_rows", 200, "display.width", 200,
-                               "display.max_columns", 20):
-            text = df.to_string(index=False) + "\n"
+    When ``module`` is not imported yet the value is read from its source without importing
+    it (nor its parent packages), so building the parser stays free of torch; this takes a
+    plain literal assigned once. Anything else (a computed value, a module outside
+    ``interp``) imports ``module`` and returns its attribute, so the answer is always the
+    module's own value, only slower.
+    """
+    if module not in sys.modules:
+        try:
+            return _literal_in_source(module, name.split("."))
+        except LookupError:
+            pass
+    from importlib import import_module
+
+    value: Any = import_module(module)
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _module_file(module: str):
+    """The source file of ``interp.<...>`` module ``module``, found without importing it."""
+    from pathlib import Path
+
+    parts = module.split(".")
+    if parts[0] != "interp":
+        raise LookupError(f"{module} is not part of interp")
+    base = Path(__file__).resolve().parent.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    raise LookupError(f"no source file for {module}")
+
+
+def _literal_in_source(module: str, path: Sequence[str]) -> Any:
+    """``path`` (``[name]`` or ``[class, attribute]``) as written in ``module``'s source.
+
+    Raises LookupError unless the name is bound exactly once in its scope (functions and
+    nested blocks included), by a plain assignment in the scope's body, to a literal.
+    """
+    import ast
+
+    scope: ast.Module | ast.ClassDef = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+    *classes, name = path
+    for cls in classes:
+        found = [n for n in scope.body if isinstance(n, ast.ClassDef) and n.name == cls]
+        if len(found) != 1:
+            raise LookupError(f"class {cls} is not defined once in {module}")
+        scope = found[0]
+    bindings = [n for n in ast.walk(scope)
+                if isinstance(n, ast.Name) and n.id == name and not isinstance(n.ctx, ast.Load)]
+    values = [n.value for n in scope.body
+              if (isinstance(n, ast.Assign) and len(n.targets) == 1 and n.targets[0] in bindings)
+              or (isinstance(n, ast.AnnAssign) and n.target in bindings and n.value is not None)]
+    if len(bindings) != 1 or len(values) != 1:
+        raise LookupError(f"{'.'.join(path)} is not assigned once in {module}")
+    try:
+        return ast.literal_eval(values[0])
+    except (ValueError, TypeError, SyntaxError):
+        raise LookupError(f"{'.'.join(path)} in {module} is not a literal") from None
+
+
+def _emit(text: str, out: str | None) -> None:
+    """Write ``text`` to the file ``out`` (atomically; "wrote ..." on stderr) or to stdout."""
     if out:
         from interp.paths import PathError, file_error
         from interp.results import atomic_write_text
@@ -128,6 +191,64 @@ def write_table(df, fmt: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
+def write_table(df, fmt: str, out: str | None) -> None:
+    """A DataFrame as ``fmt`` (``table``, ``csv`` or ``json`` records) to ``out`` or stdout."""
+    import pandas as pd
+
+    if fmt == "csv":
+        text = df.to_csv(index=False)
+    elif fmt == "json":
+        text = df.to_json(orient="records", indent=2)
+    else:
+        with pd.option_context("display.max_rows", 200, "display.width", 200,
+                               "display.max_columns", 20):
+            text = df.to_string(index=False) + "\n"
+    _emit(text, out)
+
+
+def format_rows(rows: Sequence[dict], columns: Sequence[str], fmt: str) -> str:
+    """Rows of ``str`` / ``int`` / ``bool`` / None values as :func:`write_table` prints the
+    same rows as a DataFrame, without importing pandas (for ``interp models``).
+
+    Same text as pandas for such columns; one difference: a number column with a missing
+    value stays integers (pandas turns it into floats, ``134515008.0`` and ``NaN``). Missing
+    is empty in CSV, ``null`` in JSON and ``-`` in the table.
+    """
+    table = [[row[c] for c in columns] for row in rows]
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in values] for values in table])
+        return buf.getvalue()
+    if fmt == "json":
+        import json
+
+        text = json.dumps([dict(zip(columns, values)) for values in table], indent=2,
+                          separators=(",", ":"))
+        return text.replace("/", "\\/")     # pandas' layout: "key":value, "/" escaped
+    return _text_table(table, columns)
+
+
+def _text_table(table: list[list], columns: Sequence[str]) -> str:
+    """Right-aligned columns separated by one space, as ``DataFrame.to_string(index=False)``
+    (which gives the header of a number or bool column one more leading space)."""
+    cells = [["-" if v is None else str(v) for v in values] for values in table]
+    lines = [[] for _ in range(len(cells) + 1)]
+    for i, name in enumerate(columns):
+        column = [values[i] for values in table]
+        numeric = any(v is not None for v in column) and all(
+            v is None or isinstance(v, (int, float)) for v in column)
+        header = " " + name if numeric else name
+        width = max([len(header), *(len(c[i]) for c in cells)])
+        for line, text in zip(lines, [header, *(c[i] for c in cells)]):
+            line.append(text.rjust(width))
+    return "".join(" ".join(line) + "\n" for line in lines)
+
+
 def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
@@ -135,9 +256,11 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 @command("models", "list the models interp can load (name, kind, params, cached)")
 @arguments(_models_args)
 def cmd_models(args) -> int:
-    from interp.models.registry import list_models
+    """The registry's listing (:func:`interp.models.registry.model_rows`, what
+    ``list_models()`` holds), printed without torch or pandas."""
+    from interp.models.registry import MODEL_COLUMNS, model_rows
 
-    write_table(list_models(), args.format, None)
+    _emit(format_rows(model_rows(), MODEL_COLUMNS, args.format), None)
     return 0
 
 
@@ -157,7 +280,52 @@ def _only(category, show):
     return handler
 
 
+@contextlib.contextmanager
+def _probe_warnings(command_name: str):
+    """Run ``interp <command_name>`` inside: a probe's
+    :class:`~interp.probes.common.ProbeWarning` is one ``interp <command>: warning: ...`` line
+    on stderr, every time; on leaving, the warning filters and handler are restored.
+
+    Only a command registered with ``devices=`` makes tensors and so can run a probe; for the
+    others :mod:`interp.probes.common` (which imports torch) is not imported.
+    """
+    import warnings
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"interp {command_name}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():      # restores the filters and showwarning
+        if command_name in _DEVICES:
+            from interp.probes.common import ProbeWarning
+
+            # a probe's "these scores mean little" warnings: one line each, every time
+            warnings.simplefilter("always", ProbeWarning)
+            warnings.showwarning = _only(ProbeWarning, show_warning)
+        yield
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions :func:`main` prints as one ``error:`` line (exit status 2)."""
+    from interp.config import ConfigError
+    from interp.models.cache import CacheError
+
+    return UserError, ConfigError, CacheError, FileNotFoundError, ValueError, KeyError
+
+
+def _error_line(exc: BaseException) -> str:
+    """The message of a user error (a KeyError's own text, a missing file in interp's
+    wording)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return exc.args[0]
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        from interp.paths import file_error
+
+        return file_error(exc.filename, exc)
+    return str(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``interp`` parser: one subcommand per registered command (imports no torch)."""
     # Command modules register themselves on import.
     from interp import commands  # noqa: F401
 
@@ -173,38 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``interp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from interp.config import ConfigError
-    from interp.models.cache import CacheError
-
-    import warnings
-
-    from interp.paths import file_error
-    from interp.probes.common import ProbeWarning
-
-    def show_warning(message, category, filename, lineno, file=None, line=None):
-        print(f"interp {args.command}: warning: {message}", file=sys.stderr)
-
     try:
-        with warnings.catch_warnings():      # restores the filters and showwarning
-            # a probe's "these scores mean little" warnings: one line each, every time
-            warnings.simplefilter("always", ProbeWarning)
-            warnings.showwarning = _only(ProbeWarning, show_warning)
+        with _probe_warnings(args.command):
             _resolve_devices(args)
             return int(args._run(args) or 0)
-    except (UserError, ConfigError, CacheError, FileNotFoundError, ValueError, KeyError) as exc:
-        if isinstance(exc, KeyError) and exc.args:
-            msg = exc.args[0]
-        elif isinstance(exc, FileNotFoundError) and exc.filename:
-            msg = file_error(exc.filename, exc)
-        else:
-            msg = str(exc)
-        print(f"interp {args.command}: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"interp {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

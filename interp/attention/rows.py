@@ -82,11 +82,14 @@ def row_block_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, causal
         scores = torch.matmul(qb, kb.transpose(-1, -2)).mul_(scale)       # [b, hk, rep*r, s]
         if softcap is not None:
             scores = scores.div_(softcap).tanh_().mul_(softcap)
-        diff = pos[i0:i1, None] - pos[None, j0:j1]                         # [r, s]
-        allowed = diff >= 0 if causal else torch.ones_like(diff, dtype=torch.bool)
-        if window is not None:
-            allowed = allowed & ((diff if causal else diff.abs()) < window)
-        scores = scores.view(b, hk, rep, r, s).masked_fill_(~allowed, float("-inf"))
+        scores = scores.view(b, hk, rep, r, s)
+        if window is None and causal:             # only the last r keys (i0..i1) need a mask
+            future = torch.ones(r, r, dtype=torch.bool, device=q.device).triu_(1)
+            scores[..., s - r:].masked_fill_(future, float("-inf"))
+        elif window is not None:
+            diff = pos[i0:i1, None] - pos[None, j0:j1]                     # [r, s]
+            allowed = (diff >= 0) & (diff < window) if causal else diff.abs() < window
+            scores.masked_fill_(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1)     # every row sees at least its own key
         if on_rows is not None:
             on_rows(i0, j0, probs.view(b, h, r, s))

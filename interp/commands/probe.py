@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
-import torch
-
-from interp.models.loading import ensure_info
 from interp.cli import UserError, arguments, command, write_table
+
+if TYPE_CHECKING:                 # imported where used: `interp --help` needs neither
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,10 @@ def _sink(model, tokens, args) -> pd.DataFrame:
     from interp.probes.sink import sink_probe_table
 
     if tokens is None:                   # Gu et al.: 64-token natural-text prompts
+        import torch
+
         from interp.data import load_text
+        from interp.models.loading import ensure_info
         from interp.probes.common import check_tokens
         from interp.probes.sink import text_windows
 
@@ -87,6 +89,8 @@ def _tokens(model, args):
     """The ``[batch, seq]`` ids of ``--text`` (its first ``--max-tokens`` tokens: cut
     first, then checked against the context length) or ``--prompt``; None = the probe's
     default input. ``args.text_content`` was read by :func:`_check_inputs`."""
+    import torch
+
     from interp.probes.common import check_tokens, context_length, encode, to_tokens
 
     if args.text is not None:

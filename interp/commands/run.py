@@ -124,8 +124,6 @@ def _list_kinds() -> None:
          devices="override")
 @arguments(_run_args)
 def cmd_run(args) -> int:
-    from interp.experiments import run_experiment
-
     if args.list_kinds:
         _list_kinds()
         return 0
@@ -141,6 +139,7 @@ def cmd_run(args) -> int:
         check_output_dir(args.out, "the run directory")
     from interp.distributed import DistributedError
     from interp.distributed.shard import is_main, process_group_from_env
+    from interp.experiments import run_experiment
 
     with process_group_from_env(args.backend) as under_torchrun:
         if under_torchrun and args.nproc > 1:

@@ -25,18 +25,18 @@ def _args(p: argparse.ArgumentParser) -> None:
          devices="model")
 @arguments(_args)
 def cmd_s2a(args) -> int:
-    from tqdm.auto import tqdm
-
-    from interp.config import dtype_name
-    from interp.experiment_kinds.s2a import S2AConfig, run_comparison
-    from interp.s2a import layer_figure
-
     from interp.paths import check_input_file, check_output_dir
 
     if args.data:                                  # files first: no model load for a typo
         check_input_file(args.data, "question file")
     if args.out:
         check_output_dir(args.out, "results")
+    from tqdm.auto import tqdm
+
+    from interp.config import dtype_name
+    from interp.experiment_kinds.s2a import S2AConfig, run_comparison
+    from interp.s2a import layer_figure
+
     cfg = S2AConfig(model=args.model, data=args.data, limit=args.limit,
                     generate_with=args.generate_with, threads=args.threads,
                     device=str(args.device), dtype=dtype_name(args.dtype))

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from interp.cli import UserError, arguments, command, write_table
+from interp.cli import UserError, arguments, command, source_literal, write_table
 
 
 def read_text_arg(value: str) -> str:
@@ -28,8 +28,8 @@ def read_text_arg(value: str) -> str:
 
 
 def _stream_args(p: argparse.ArgumentParser) -> None:
-    from interp.streaming import MODES
-
+    # read from interp.streaming's source: importing it imports torch
+    modes = source_literal("interp.streaming.evaluate", "MODES")
     p.add_argument("--model", default="smollm2-135m",
                    help="a Llama-family pretrained model (default smollm2-135m)")
     p.add_argument("--window", type=int, default=256, help="recent tokens kept (default 256)")
@@ -38,7 +38,7 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                         "sinks + window recent tokens, the same memory")
     p.add_argument("--tokens", type=int, default=2048,
                    help="length of the stream in tokens (default 2048)")
-    p.add_argument("--mode", action="append", choices=MODES + ("all",),
+    p.add_argument("--mode", action="append", choices=modes + ("all",),
                    help="repeatable; default sink; 'all' = every mode")
     p.add_argument("--text", default="alice",
                    help="a text file, or a registered text name (default alice)")

@@ -4,16 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from interp.cli import arguments, command, write_table
+from interp.cli import arguments, command, source_literal, write_table
+
+
+def _default(field: str):
+    """The default of a ToyInductionConfig field, read without importing the recipe (torch)."""
+    return source_literal("interp.recipes.toy_induction", f"ToyInductionConfig.{field}")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from interp.recipes.toy_induction import ToyInductionConfig
-
     p.add_argument("recipe", choices=["toy-induction"], help="what to train")
     p.add_argument("--config", help="TOML file with ToyInductionConfig fields (strict)")
-    p.add_argument("--steps", type=int, help=f"default {ToyInductionConfig.steps}")
-    p.add_argument("--name", help=f"checkpoint name (default {ToyInductionConfig.name})")
+    p.add_argument("--steps", type=int, help=f"default {_default('steps')}")
+    p.add_argument("--name", help=f"checkpoint name (default {_default('name')})")
     p.add_argument("--out", help="checkpoint folder (default <cache>/toy/<name>)")
     p.add_argument("--no-control", action="store_true", help="skip the 1-layer control")
     p.add_argument("--seed", type=int)
@@ -23,17 +26,15 @@ def _args(p: argparse.ArgumentParser) -> None:
          devices="model")
 @arguments(_args)
 def cmd_train(args) -> int:
-    import dataclasses
-
-    from interp.config import from_dict, load_toml
-    from interp.recipes.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
-
     from interp.paths import check_input_file, check_output_dir
 
     if args.config:                                # files first: no training for a typo
         check_input_file(args.config, "config file")
     if args.out:
         check_output_dir(args.out, "the checkpoint folder")
+    from interp.config import from_dict, load_toml
+    from interp.recipes.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
+
     data = load_toml(args.config) if args.config else {}
     for key, value in (("steps", args.steps), ("name", args.name), ("seed", args.seed)):
         if value is not None:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from interp.models.cache import Source, SplitSource, WheelSource
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,6 +81,8 @@ def _convert_gguf(src: Path, out: Path, gguf: str) -> None:
 
     _quiet_transformers()
     tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    import torch
+
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
     # The dequantized model still carries GGUF quantization markers, which make
     # save_pretrained refuse / reload try to re-quantize: drop them, it is plain float now.
@@ -126,15 +126,20 @@ def _load_minilm(path: Path, dtype: torch.dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The masked-LM head is not in the checkpoint: it is randomly initialised here.
+        import torch
+
         torch.manual_seed(0)
         model = BertForMaskedLM.from_pretrained(path, dtype=dtype, attn_implementation="eager")
     return model, tok
 
 
-def load_bert_encoder(path: Path, dtype: torch.dtype = torch.float32):
-    """The plain HF ``BertModel`` for MiniLM (reference for tests: no LM head)."""
+def load_bert_encoder(path: Path, dtype: torch.dtype | None = None):
+    """The plain HF ``BertModel`` for MiniLM (reference for tests: no LM head); ``dtype``
+    defaults to float32."""
+    import torch
     from transformers import BertModel
 
+    dtype = torch.float32 if dtype is None else dtype
     _quiet_transformers()
     return BertModel.from_pretrained(path, dtype=dtype, attn_implementation="eager",
                                      add_pooling_layer=False)

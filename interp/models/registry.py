@@ -9,20 +9,28 @@ cached, see :mod:`interp.models.cache`) and the toy checkpoints found in the cac
 
 Each loaded model carries ``model.interp_info`` (:class:`ModelInfo`): its registry name,
 kind, whether it is causal and whether its logits mean anything.
+
+Importing this module imports neither torch nor pandas (nor does
+:mod:`interp.models.pretrained`): :func:`model_rows` is what ``interp models`` prints; the
+loading functions import what they need.
 """
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from interp.models import cache
 from interp.models.info import ModelInfo
-from interp.models.pretrained import PRETRAINED
+from interp.models.pretrained import PRETRAINED   # the spec table; imports no torch
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 TOY_PREFIX = "toy:"
+#: columns of :func:`list_models` / :func:`model_rows`, in order
+MODEL_COLUMNS = ("name", "kind", "params", "cached", "description")
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -38,30 +46,48 @@ def _toy_names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
 
 
+def _pretrained_listing() -> list[tuple[str, int, str]]:
+    """``(name, n_params, description)`` of every pretrained model, in registry order."""
+    return [(spec.name, spec.n_params, spec.description) for spec in PRETRAINED.values()]
+
+
 def model_names() -> list[str]:
     """All loadable names: pretrained ones, then cached toy checkpoints as ``toy:<name>``."""
-    return [*PRETRAINED, *(TOY_PREFIX + n for n in _toy_names())]
+    return [*(name for name, _, _ in _pretrained_listing()),
+            *(TOY_PREFIX + n for n in _toy_names())]
+
+
+def _toy_description(name: str) -> str:
+    """One line about the cached toy checkpoint ``name`` (from its ``config.json``)."""
+    import json
+
+    cfg = json.loads((cache.cache_dir() / "toy" / name / "config.json").read_text())
+    return (f"toy {cfg.get('n_layers')}-layer{' attn-only' if cfg.get('attn_only') else ''}, "
+            f"{cfg.get('n_heads')} heads, d_model {cfg.get('d_model')}")
+
+
+def model_rows() -> list[dict]:
+    """One dict per model with the keys of :data:`MODEL_COLUMNS`: ``name``, ``kind``
+    (``pretrained`` / ``toy``), ``params`` (None for toy checkpoints), ``cached``,
+    ``description``. What :func:`list_models` holds, built without torch or pandas."""
+    rows = [{"name": name, "kind": "pretrained", "params": n_params,
+             "cached": cache.is_cached(name), "description": description}
+            for name, n_params, description in _pretrained_listing()]
+    rows += [{"name": TOY_PREFIX + name, "kind": "toy", "params": None, "cached": True,
+              "description": _toy_description(name)} for name in _toy_names()]
+    return rows
 
 
 def list_models() -> pd.DataFrame:
     """One row per model: ``name``, ``kind``, ``params``, ``cached``, ``description``."""
-    rows = []
-    for spec in PRETRAINED.values():
-        rows.append({"name": spec.name, "kind": "pretrained", "params": spec.n_params,
-                     "cached": cache.is_cached(spec.name), "description": spec.description})
-    for name in _toy_names():
-        from interp.models.toy import resolve_toy_path
-        import json
+    import pandas as pd
 
-        cfg = json.loads((resolve_toy_path(name) / "config.json").read_text())
-        rows.append({"name": TOY_PREFIX + name, "kind": "toy", "params": None, "cached": True,
-                     "description": f"toy {cfg.get('n_layers')}-layer"
-                                    f"{' attn-only' if cfg.get('attn_only') else ''}, "
-                                    f"{cfg.get('n_heads')} heads, d_model {cfg.get('d_model')}"})
-    return pd.DataFrame(rows, columns=["name", "kind", "params", "cached", "description"])
+    return pd.DataFrame(model_rows(), columns=list(MODEL_COLUMNS))
 
 
 def unknown_model_error(name: str) -> ValueError:
+    """The error for a name that is no registry model, folder, GGUF file or hub id (with the
+    closest registry name, if any)."""
     names = model_names()
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -73,9 +99,10 @@ def unknown_model_error(name: str) -> ValueError:
 def model_path(name: str) -> Path:
     """Folder of the verified converted copy of pretrained model ``name`` (fetching it on
     first use)."""
-    if name not in PRETRAINED:
+    pretrained = PRETRAINED
+    if name not in pretrained:
         raise unknown_model_error(name)
-    spec = PRETRAINED[name]
+    spec = pretrained[name]
     return cache.ensure_converted(spec.name, spec.source, spec.convert)
 
 
@@ -87,8 +114,9 @@ def load_hf(name: str, dtype: torch.dtype | str | None = None):
     that run HF modules directly (streaming cache, cached generation).
     """
     name = str(name)
-    if name in PRETRAINED:
-        model, tok = PRETRAINED[name].load_hf(model_path(name), _dtype(dtype))
+    pretrained = PRETRAINED
+    if name in pretrained:
+        model, tok = pretrained[name].load_hf(model_path(name), _dtype(dtype))
         return model.eval(), tok
     from interp.models.loading import load_hf_any, looks_like_hub_id
 
@@ -143,8 +171,9 @@ def load_model(name: str, device: str | torch.device | None = None,
         return model
     from interp.models.loading import load_hf_any, looks_like_hub_id, wrap
 
-    if name in PRETRAINED:
-        spec = PRETRAINED[name]
+    pretrained = PRETRAINED
+    if name in pretrained:
+        spec = pretrained[name]
         hf_model, tok = spec.load_hf(model_path(name), torch_dtype)
         return wrap(hf_model, tok, name=name, kind="pretrained", device=device,
                     has_lm_head=spec.has_lm_head)

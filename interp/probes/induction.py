@@ -111,8 +111,9 @@ def _blockwise_reducer(tokens: torch.Tensor, seg_len: int | None, first_q: int,
         ti = tokens[:, i0:i0 + r, None]                                    # [b, r, 1]
         dup = (ti == tokens[:, None, j0:j0 + s]) & (j[None, :] < i[:, None])
         prefix = (ti == prev_tok[:, None, j0:j0 + s]) & (j >= 1) & (j[None, :] - 1 < i[:, None])
-        add("prefix_matching", (p * prefix[:, None]).sum(dim=(0, 2, 3)))
-        add("duplicate_token", (p * dup[:, None]).sum(dim=(0, 2, 3)))
+        # masked sums as batched dot products (no [b, h, r, s] temporary)
+        add("prefix_matching", torch.einsum("bhrs,brs->h", p, prefix.to(p.dtype)))
+        add("duplicate_token", torch.einsum("bhrs,brs->h", p, dup.to(p.dtype)))
 
     return reduce
 
