@@ -314,3 +314,27 @@ def test_list_kinds_is_toml(capsys):
                        else f.default_factory())
             assert fields[f.name] == _as_toml(to_dict(default)), (name, f.name)
     assert parsed["quickstart"]["seg_len"] == 50
+
+
+@pytest.mark.parametrize("probe", ["sink", "locality", "induction"])
+def test_method_blockwise_prints_the_pattern_table(probe, long_text, use_smollm2, tmp_path):
+    """``--method blockwise`` (row blocks, no [n, n] pattern) prints the same table as
+    ``--method pattern`` on a long text."""
+    tables = {}
+    for method in ("pattern", "blockwise"):
+        out = tmp_path / f"{method}.csv"
+        assert main(["probe", probe, "--text", str(long_text), "--max-tokens", "300",
+                     "--method", method, "--format", "csv", "--out", str(out)]) == 0
+        tables[method] = pd.read_csv(out)
+    keys = [c for c in ("layer", "head", "layout") if c in tables["pattern"].columns]
+    a, b = (tables[m].sort_values(keys).reset_index(drop=True) for m in ("pattern", "blockwise"))
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    num = a.select_dtypes("number").columns
+    assert (a[num] - b[num]).abs().max().max() <= 2e-4      # the table is rounded to 1e-4
+
+
+def test_unknown_method_is_an_argument_error(no_model, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["probe", "sink", "--method", "fast"])
+    assert err.value.code == 2
+    assert "--method" in capsys.readouterr().err

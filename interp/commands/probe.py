@@ -16,7 +16,7 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from interp.cli import UserError, arguments, command, write_table
+from interp.cli import UserError, arguments, command, source_literal, write_table
 
 if TYPE_CHECKING:                 # imported where used: `interp --help` needs neither
     import pandas as pd
@@ -37,8 +37,9 @@ def _induction(model, tokens, args) -> pd.DataFrame:
     from interp.probes.induction import induction_scores
 
     if tokens is None:
-        return induction_scores(model, seg_len=args.seg_len, batch=args.batch, seed=args.seed)
-    return induction_scores(model, tokens, seg_len=None)
+        return induction_scores(model, seg_len=args.seg_len, batch=args.batch, seed=args.seed,
+                                method=args.method)
+    return induction_scores(model, tokens, seg_len=None, method=args.method)
 
 
 def _locality(model, tokens, args) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def _locality(model, tokens, args) -> pd.DataFrame:
     if tokens is None:
         tokens = repeated_random_tokens(model, batch=args.batch, seg_len=args.seg_len,
                                         seed=args.seed)
-    return locality_scores(model, tokens)
+    return locality_scores(model, tokens, method=args.method)
 
 
 def _sink(model, tokens, args) -> pd.DataFrame:
@@ -69,7 +70,7 @@ def _sink(model, tokens, args) -> pd.DataFrame:
             body = torch.cat([torch.full((body.shape[0], 1), bos, dtype=body.dtype,
                                          device=body.device), body], dim=1)
         tokens = check_tokens(model, body)
-    return sink_probe_table(model, tokens)
+    return sink_probe_table(model, tokens, method=args.method)
 
 
 PROBES: dict[str, ProbeEntry] = {
@@ -141,6 +142,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seg-len", type=int, default=50, help="repeated segment length (default input)")
     p.add_argument("--batch", type=int, default=8, help="rows of the default input")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=source_literal("interp.probes.blockwise", "METHODS"),
+                   default="auto",
+                   help="pattern: reduce each layer's [n, n] attention pattern; blockwise: a "
+                        "block of query rows at a time, O(n) memory, stops after the last "
+                        "probed layer (long texts); auto (default): blockwise for long inputs")
     p.add_argument("--top", type=int, default=None, help="print only the top N rows")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--out", help="write the table to this file instead of stdout")

@@ -256,11 +256,12 @@ def sink_summary(scores: pd.DataFrame, per_layer: bool = True) -> pd.DataFrame:
 
 
 def sink_probe_table(model, tokens, positions: Sequence[int] | None = None,
-                     eps: float = EPS) -> pd.DataFrame:
+                     eps: float = EPS, method: str = "auto") -> pd.DataFrame:
     """One row per layer, for ``interp probe sink``: ``mass_<p>`` (mean alpha over heads of
     key ``p``), ``sink_share_<p>`` (``Sink^eps``) for each probed position, and the first
-    token's key/value norm ratios vs the other tokens (mean over KV heads)."""
-    rep = sink_probe(model, tokens, positions, eps)
+    token's key/value norm ratios vs the other tokens (mean over KV heads). ``method``: see
+    :func:`sink_probe`."""
+    rep = sink_probe(model, tokens, positions, eps, method=method)
     summ = rep.summary()
     wide = summ.pivot(index="layer", columns="position", values=["mass", "sink_share"])
     wide.columns = [f"{name}_{p}" for name, p in wide.columns]
