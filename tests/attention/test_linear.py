@@ -69,6 +69,102 @@ def test_chunked_segments_carry_state(monkeypatch):
     assert rel_err(impl(q, k, v), ref) < 1e-4
 
 
+def _no_autograd_path(monkeypatch):
+    """Make the autograd CPU path fail, so a passing call proves the buffered path ran."""
+    def boom(*a, **kw):
+        raise AssertionError("the autograd segment path ran")
+    monkeypatch.setattr(linear_mod.LinearAttention, "_chunked_segments", boom)
+
+
+@pytest.mark.parametrize("fm", ["elu", "relu", "performer", "cosformer", "taylor", "hedgehog"])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (6, 1)], ids=["mha", "gqa2", "mqa"])
+@pytest.mark.parametrize("seq", [1, 7, 16, 48, 100, 173])
+def test_buffered_chunked_equals_naive(monkeypatch, fm, heads, kv_heads, seq):
+    """The CPU no-grad chunked path (buffers, segments, stacked GQA queries, a tail of
+    n mod C tokens) against the dense reference, with several segments forced: lengths below,
+    at, and not divisible by the chunk size."""
+    _no_autograd_path(monkeypatch)
+    monkeypatch.setattr(linear_mod, "_SEGMENT_FLOATS", 1500)  # segments of a few chunks
+    extra = {"max_len": 512} if fm == "cosformer" else {}
+    impl = attention.get("linear", feature_map=fm, form="chunked", chunk_size=16, d_head=D_HEAD,
+                         **extra)
+    q, k, v = make_qkv(heads=heads, kv_heads=kv_heads, seq=seq, dv=12)
+    rec = attention.get("linear", feature_map=fm, form="recurrent", d_head=D_HEAD, **extra)
+    copy_params(impl, rec)
+    with torch.no_grad():
+        out, st = impl(q, k, v, return_state=True)
+        ref = impl.naive(q, k, v)
+        _, rec_st = rec(q, k, v, return_state=True)
+    assert out.shape == ref.shape and out.dtype == q.dtype
+    assert rel_err(out, ref) < 1e-4
+    assert rel_err(st.kv, rec_st.kv) < 1e-4 and st.pos == seq  # the token-by-token state
+
+
+@pytest.mark.parametrize("seq", [64, 100, 1000])
+def test_buffered_chunked_one_segment_and_bidirectional(monkeypatch, seq):
+    """Default segments (one segment, or many at 1000 with 8 heads of d 64), and the
+    non-causal chunked form (global sums), against the dense reference."""
+    _no_autograd_path(monkeypatch)
+    impl = attention.get("linear", feature_map="elu", form="chunked", chunk_size=64, d_head=64)
+    q, k, v = make_qkv(batch=1, heads=8, kv_heads=4, seq=seq, d=64)
+    with torch.no_grad():
+        for causal in (True, False):
+            assert rel_err(impl(q, k, v, causal=causal), impl.naive(q, k, v, causal=causal)) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_buffered_chunked_dtypes(monkeypatch, dtype):
+    """float64 is computed in float64, bfloat16 in float32 and returned as bfloat16."""
+    _no_autograd_path(monkeypatch)
+    monkeypatch.setattr(linear_mod, "_SEGMENT_FLOATS", 1500)
+    impl = build("elu", "chunked")
+    q, k, v = make_qkv(seq=45, dtype=dtype)
+    with torch.no_grad():
+        out = impl(q, k, v)
+        ref = impl.naive(q.double(), k.double(), v.double())
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < (1e-10 if dtype == torch.float64 else 1e-2)
+
+
+def test_buffered_chunked_resumes_and_leaves_state_alone(monkeypatch):
+    """Split and resume through the buffered path equals one call; the state passed in is not
+    written to (the path carries its own copy)."""
+    _no_autograd_path(monkeypatch)
+    monkeypatch.setattr(linear_mod, "_SEGMENT_FLOATS", 1500)
+    impl = build("elu", "chunked")
+    q, k, v = make_qkv(seq=90)
+    ref = build("elu", "parallel").naive(q, k, v)
+    with torch.no_grad():
+        a, st = impl(q[:, :, :37], k[:, :, :37], v[:, :, :37], return_state=True)
+        kept = st.kv.clone()
+        b, _ = impl(q[:, :, 37:], k[:, :, 37:], v[:, :, 37:], state=st, return_state=True)
+    assert torch.equal(st.kv, kept)
+    assert rel_err(torch.cat([a, b], dim=2), ref) < 1e-4
+
+
+def test_chunked_with_autograd_takes_the_segment_path(monkeypatch):
+    """Inputs that need gradients go through the allocating path (no out= on reused buffers)."""
+    def boom(*a, **kw):
+        raise AssertionError("the buffered path ran under autograd")
+    monkeypatch.setattr(linear_mod.LinearAttention, "_chunked_cpu", boom)
+    impl = build("elu", "chunked")
+    q, k, v = make_qkv(seq=30, requires_grad=True)
+    out = impl(q, k, v)
+    out.sum().backward()
+    assert rel_err(out.detach(), impl.naive(q.detach(), k.detach(), v.detach())) < 1e-4
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_elu_forward_into_matches_forward():
+    phi = attention.get("linear", feature_map="elu").phi
+    x = torch.randn(3, 5, 16) * 4
+    x[0, 0, :4] = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
+    out = torch.empty(3, 16, 5).transpose(1, 2)  # strided destination
+    kw = dict(scale=1.0, positions=torch.arange(5), length=5)
+    phi.forward_into(x, out, is_query=True, **kw)
+    torch.testing.assert_close(out, phi(x, is_query=True, **kw), rtol=1e-6, atol=1e-7)
+
+
 def test_state_validation():
     impl = build("elu", "chunked")
     q, k, v = make_qkv(seq=8)
