@@ -100,14 +100,7 @@ def check_mask(attention_mask, spec: LayerAttention, n: int, where: str) -> None
     if attention_mask.dim() == 2 and bool(attention_mask.bool().all()):
         return
     if attention_mask.dim() == 4 and attention_mask.shape[-2:] == (n, n):
-        allowed = (attention_mask if attention_mask.dtype == torch.bool
-                   else attention_mask > torch.finfo(attention_mask.dtype).min / 2)
-        i = torch.arange(n, device=attention_mask.device)
-        diff = i[:, None] - i[None, :]
-        want = (diff >= 0) if spec.causal else torch.ones_like(diff, dtype=torch.bool)
-        if spec.sliding_window is not None:
-            want = want & ((diff.abs() if not spec.causal else diff) < spec.sliding_window)
-        if bool((allowed == want).all()):
+        if _mask_is_structure(attention_mask, spec, n):
             return
     if attention_mask.dim() == 4 and attention_mask.shape[-2] == 1 and attention_mask.shape[-1] == n:
         if bool((attention_mask == 0).all()):           # encoder additive mask, no padding
@@ -117,6 +110,25 @@ def check_mask(attention_mask, spec: LayerAttention, n: int, where: str) -> None
         f"shape {tuple(attention_mask.shape)} that masks more than the causal / sliding-window "
         f"structure); pass sequences of equal length without padding, or run them one at a "
         f"time")
+
+
+def _mask_is_structure(attention_mask, spec: LayerAttention, n: int) -> bool:
+    """Whether a 4-D ``[.., n, n]`` mask (bool, or additive float) allows exactly the causal
+    (and window) structure; compared a block of rows at a time (no ``[n, n]`` temporaries
+    beside the mask itself)."""
+    rows = max(1, (1 << 22) // n)
+    j = torch.arange(n, device=attention_mask.device)
+    for i0 in range(0, n, rows):
+        block = attention_mask[..., i0:i0 + rows, :]
+        allowed = (block if block.dtype == torch.bool
+                   else block > torch.finfo(block.dtype).min / 2)
+        diff = j[i0:i0 + rows, None] - j[None, :]
+        want = (diff >= 0) if spec.causal else torch.ones_like(diff, dtype=torch.bool)
+        if spec.sliding_window is not None:
+            want = want & ((diff.abs() if not spec.causal else diff) < spec.sliding_window)
+        if not bool((allowed == want).all()):
+            return False
+    return True
 
 
 def check_no_cache(kwargs: dict, n: int, where: str) -> None:
