@@ -1,9 +1,18 @@
-"""Head ablation: replace heads' outputs (``hook_z``, ``[batch, pos, head, d_head]``) with zero
-or with their mean, and measure a loss.
+"""Head ablation: replace heads' outputs (``hook_z``, ``[batch, pos, head, d_head]``) with zero,
+their mean, or their value on other inputs, and measure a loss.
 
 Mean ablation uses each head's mean ``z`` over the batch and positions of a clean run on the
 same tokens (or on ``reference`` tokens), so it removes what the head computes for *these*
-inputs while keeping its average contribution (a gentler baseline than zero).
+inputs while keeping its average contribution (a gentler baseline than zero). Resample
+ablation (Chan et al. 2022, causal scrubbing) gives each head the ``z`` it computes on another
+prompt (``reference``, same shape; by default the previous row of the batch), keeping the
+distribution of its output but not its information about this prompt.
+
+Every mode is a hook on ``hook_z`` in the model's own forward, so it is exact on every family
+(the output projection, its bias, Gemma's post-attention norm and everything downstream run
+as the model runs them; zeroing ``z`` is zeroing the head's columns of ``W_O``, the output
+bias stays). ``tests/circuits/test_tools_families.py`` checks it per family against the same
+forward with the head's ``W_O`` columns zeroed in the weights.
 """
 from __future__ import annotations
 
@@ -70,23 +79,65 @@ def _check_heads(model, heads: Sequence[tuple[int, int]]) -> dict[int, list[int]
 
 
 @torch.no_grad()
+def resample_z(model, reference: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """``hook_z`` of ``layers`` on ``reference`` tokens: ``{layer: [b, n, head, d_head]}``."""
+    out: dict[int, torch.Tensor] = {}
+
+    def make(layer: int):
+        def hook(z, hook):
+            out[layer] = z.detach().clone()
+
+        return hook
+
+    with attach(model, [(f"blocks.{layer}.attn.hook_z", make(layer)) for layer in layers]):
+        model(reference)
+    return out
+
+
+Mode = Literal["zero", "mean", "resample"]
+
+
+@torch.no_grad()
 def ablate_heads(model, tokens: torch.Tensor, heads: Sequence[tuple[int, int]], loss_fn: LossFn,
-                 mode: Literal["zero", "mean"] = "zero",
-                 reference: torch.Tensor | None = None) -> float:
-    """Loss with all ``heads`` (list of ``(layer, head)``) ablated at once."""
+                 mode: Mode = "zero", reference: torch.Tensor | None = None) -> float:
+    """Loss with all ``heads`` (list of ``(layer, head)``) ablated at once.
+
+    Args:
+        mode: ``"zero"``, ``"mean"`` (mean ``z`` over ``reference``, default ``tokens``) or
+            ``"resample"`` (``z`` of the same position on ``reference``, which must have the
+            shape of ``tokens``; default: each row gets the previous row's, needs
+            ``batch >= 2``).
+    """
+    if mode not in ("zero", "mean", "resample"):
+        raise ValueError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
     tokens = check_tokens(model, tokens)
     by_layer = _check_heads(model, heads)
-    means = mean_z(model, reference if reference is not None else tokens,
-                   list(by_layer)) if mode == "mean" else {}
-    if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
+    values: dict[int, torch.Tensor] = {}
+    if mode == "mean":
+        values = mean_z(model, reference if reference is not None else tokens, list(by_layer))
+    elif mode == "resample":
+        if reference is None:
+            if tokens.shape[0] < 2:
+                raise ValueError("resample ablation without reference tokens takes each row's "
+                                 "activations from another row: it needs batch >= 2")
+            reference = tokens.roll(1, dims=0)
+        reference = check_tokens(model, reference)
+        if reference.shape != tokens.shape:
+            raise ValueError(f"resample ablation needs reference tokens of the tokens' shape "
+                             f"{tuple(tokens.shape)}, got {tuple(reference.shape)}")
+        values = resample_z(model, reference, list(by_layer))
 
     def make(layer: int):
         idx = by_layer[layer]
 
         def hook(z, hook):                                   # [b, n, h, dh]
             z = z.clone()
-            z[:, :, idx] = 0.0 if mode == "zero" else means[layer][idx].to(z.dtype)
+            if mode == "zero":
+                z[:, :, idx] = 0.0
+            elif mode == "mean":
+                z[:, :, idx] = values[layer][idx].to(z.dtype)
+            else:
+                z[:, :, idx] = values[layer][:, :, idx].to(z.dtype)
             return z
 
         return hook
@@ -98,11 +149,13 @@ def ablate_heads(model, tokens: torch.Tensor, heads: Sequence[tuple[int, int]], 
 
 @torch.no_grad()
 def head_ablation_effects(model, tokens: torch.Tensor, loss_fn: LossFn,
-                          mode: Literal["zero", "mean"] = "zero",
+                          mode: Mode = "zero",
                           heads: Sequence[tuple[int, int]] | None = None,
-                          progress: bool = True) -> pd.DataFrame:
+                          progress: bool = True,
+                          reference: torch.Tensor | None = None) -> pd.DataFrame:
     """Ablate each head alone; one row per head: ``layer, head, loss, delta`` (loss minus the
-    clean loss), sorted by ``delta`` descending."""
+    clean loss), sorted by ``delta`` descending (``mode``, ``reference``: see
+    :func:`ablate_heads`)."""
     tokens = check_tokens(model, tokens)
     clean = float(loss_fn(model(tokens), tokens))
     if heads is None:
@@ -110,7 +163,8 @@ def head_ablation_effects(model, tokens: torch.Tensor, loss_fn: LossFn,
                  for h in range(model.cfg.n_heads)]
     rows = []
     for layer, head in tqdm(heads, desc=f"{mode}-ablate heads", disable=not progress):
-        loss = ablate_heads(model, tokens, [(layer, head)], loss_fn, mode=mode)
+        loss = ablate_heads(model, tokens, [(layer, head)], loss_fn, mode=mode,
+                            reference=reference)
         rows.append({"layer": layer, "head": head, "loss": loss, "delta": loss - clean})
     df = pd.DataFrame(rows).sort_values("delta", ascending=False).reset_index(drop=True)
     df.attrs["clean_loss"] = clean

@@ -18,21 +18,33 @@ means over ``reference`` tokens and the gradient is taken at the *clean* run:
 head (edge) is mean-ablated in the clean run, the first-order version of removing it from the
 full circuit. Either way a positive score means the component carries clean behaviour.
 Scores are in metric units; divide by ``clean - corrupted`` for the normalised scale.
+
+Per family: node scores take the gradient at ``hook_z`` of the model's own forward (every
+family, encoders included). Edge scores need the graph (:class:`~interp.circuits.graph.
+HeadGraph`; encoders refused) and use what it rebuilds, checked against the run's own
+activations first (:func:`~interp.circuits.graph.check_graph`). A sender's output difference
+is ``write(z_run with the sender at its clean value) - write(z_run with it at its base
+value)`` through the layer's own output projection and, on Gemma 2/3, its post-attention norm
+(for layers without that norm this is ``(z_clean - z_base)[h] @ W_O[h]``); in parallel blocks
+(GPT-NeoX) a layer's heads do not feed its own MLP.
 """
 from __future__ import annotations
 
 import pandas as pd
 import torch
 
-from interp.circuits.graph import HeadGraph, base_cache
-from interp.circuits.patching import PatchingTask, head_outputs, project, run_cache
+from interp.circuits.graph import HeadGraph, base_cache, check_graph
+from interp.circuits.patching import (PatchingTask, attn_write, head_outputs,
+                                      post_attention_norm, project, run_cache)
 
 
-def _grad_names(g: HeadGraph) -> list[str]:
-    names = ["ln_final.hook_in"]
+def _grad_names(g: HeadGraph | None, n_layers: int) -> list[str]:
+    names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
+    if g is None:
+        return names
+    names.append("ln_final.hook_in")
     for l in range(g.n_layers):
-        names += [f"blocks.{l}.attn.hook_z", f"blocks.{l}.attn.hook_q",
-                  f"blocks.{l}.attn.hook_k", f"blocks.{l}.attn.hook_v"]
+        names += [f"blocks.{l}.attn.hook_q", f"blocks.{l}.attn.hook_k", f"blocks.{l}.attn.hook_v"]
         if g.mlps:
             names.append(f"blocks.{l}.ln2.hook_in")
     return names
@@ -42,15 +54,25 @@ def attribution_cache(model, task: PatchingTask, ablation: str = "corrupted",
                       reference: torch.Tensor | None = None) -> dict:
     """Clean activations, base activations (corrupted run, or reference means) and the
     activations and metric gradients of the run the estimate linearises at (``"run"``: the
-    corrupted run, or the clean run with ``ablation="mean"``)."""
+    corrupted run, or the clean run with ``ablation="mean"``). Where the edge graph does not
+    apply (encoders) only what node scores need is cached and ``"graph_error"`` holds the
+    refusal that :func:`edge_attribution` raises."""
     task = task.checked(model)
-    g = HeadGraph.of(model)
-    acts = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.attn.hook_z" for l in range(g.n_layers)]
-    acts += [f"blocks.{l}.hook_resid_pre" for l in range(g.n_layers)]
-    if g.mlps:
-        acts += [f"blocks.{l}.hook_mlp_out" for l in range(g.n_layers)]
+    L = model.cfg.n_layers
+    try:
+        g, graph_error = HeadGraph.of(model), None
+    except NotImplementedError as err:
+        g, graph_error = None, err
+    acts = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    if g is not None:
+        acts = ["blocks.0.hook_resid_pre"] + acts
+        acts += [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+        if g.mlps:
+            acts += [f"blocks.{l}.hook_mlp_out" for l in range(L)]
     acts = list(dict.fromkeys(acts))
-    names = list(dict.fromkeys(acts + _grad_names(g)))
+    names = list(dict.fromkeys(acts + _grad_names(g, L)))
+    if g is not None:                          # for check_graph on the run
+        names += [f"blocks.{l}.hook_attn_out" for l in range(L)]
     if ablation == "corrupted":
         _, clean = run_cache(model, task.clean, acts)
         m, run = run_cache(model, task.corrupted, names, grad_metric=task.metric)
@@ -59,8 +81,10 @@ def attribution_cache(model, task: PatchingTask, ablation: str = "corrupted",
         base = base_cache(model, task, acts, ablation, reference)
         m, run = run_cache(model, task.clean, names, grad_metric=task.metric)
         clean = run
+    if g is not None:
+        check_graph(model, g, run, "edge_attribution")
     return {"clean": clean, "base": base, "run": run, "graph": g, "ablation": ablation,
-            "run_metric": m}
+            "run_metric": m, "graph_error": graph_error}
 
 
 def node_attribution(model, task: PatchingTask, cache: dict | None = None,
@@ -76,17 +100,35 @@ def node_attribution(model, task: PatchingTask, cache: dict | None = None,
 
 
 @torch.no_grad()
+def _head_deltas(model, c: dict, layer: int) -> torch.Tensor:
+    """``[head, batch, pos, d_model]``: each head's output difference (clean minus base) as
+    the layer writes it into the residual stream, the other heads at their value in the run
+    (see module doc)."""
+    n = f"blocks.{layer}.attn.hook_z"
+    clean, base = c["clean"][n], c["base"][n]
+    if post_attention_norm(model, layer) is None:
+        return head_outputs(model, layer, clean - base)
+    run = c["run"][n]
+    out = []
+    for h in range(run.shape[2]):
+        hi, lo = run.clone(), run.clone()
+        hi[:, :, h] = clean[:, :, h]
+        lo[:, :, h] = base.expand_as(run)[:, :, h]
+        out.append(attn_write(model, layer, hi) - attn_write(model, layer, lo))
+    return torch.stack(out)
+
+
+@torch.no_grad()
 def _sender_deltas(model, c: dict) -> torch.Tensor:
-    """``[n_senders, batch, pos, d_model]`` clean-minus-corrupted residual writes."""
+    """``[n_senders, batch, pos, d_model]`` clean-minus-base residual writes."""
     g: HeadGraph = c["graph"]
     out = [c["clean"]["blocks.0.hook_resid_pre"] - c["base"]["blocks.0.hook_resid_pre"]]
     for l in range(g.n_layers):
-        n = f"blocks.{l}.attn.hook_z"
-        out += list(head_outputs(model, l, c["clean"][n] - c["base"][n]))
+        out += list(_head_deltas(model, c, l))
         if g.mlps:
             n = f"blocks.{l}.hook_mlp_out"
             out.append(c["clean"][n] - c["base"][n])
-    return torch.stack(out)
+    return torch.stack([o.expand_as(out[-1]) for o in out])
 
 
 def _receiver_grads(model, c: dict, layer: int, rows: pd.DataFrame) -> torch.Tensor:
@@ -114,6 +156,8 @@ def edge_attribution(model, task: PatchingTask, cache: dict | None = None,
     ``HeadGraph.of(model).senders()`` / ``.receivers()``; ``kw``: ``ablation``, ``reference``
     of :func:`attribution_cache`."""
     c = cache or attribution_cache(model, task, **kw)
+    if c.get("graph") is None:
+        raise c["graph_error"]
     g: HeadGraph = c["graph"]
     deltas = _sender_deltas(model, c).flatten(1)                          # [S, b*n*d]
     rcv = g.receivers()

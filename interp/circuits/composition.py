@@ -11,11 +11,25 @@ head ``b``, with ``W_QK^b = W_Q^b W_K^b^T``::
 residual stream; K-composition means head ``b``'s keys read it). Every product has rank
 <= d_head, so the norms are computed exactly from ``d_head x d_head`` factors: with
 ``W = Q R`` (QR of a ``d_model x d_head`` matrix), ``||W_1 C W_2^T||_F = ||R_1 C R_2^T||_F``.
-Weights come from :func:`interp.weights.head_weights` (norm scales folded in; RoPE and
-biases left out, as in the paper). Random heads score about ``1/sqrt(d_model)``-ish; compare
-scores against the distribution over all pairs, not against zero.
+Random heads score about ``1/sqrt(d_model)``-ish; compare scores against the distribution over
+all pairs, not against zero.
+
+What the matrices fold in, per family (:func:`interp.weights.head_weights` has the table):
+the scale (and, for LayerNorms, the centering) of ``ln1`` on W_Q/W_K/W_V; the q/k norm scale
+on W_Q/W_K (Qwen3, Gemma 3); the post-attention norm scale on W_O (Gemma 2/3). Each norm's
+per-position divisor (RMS or standard deviation) multiplies a product by a positive scalar,
+which cancels in these ratios, so the scores are exact for the linear maps the model applies;
+biases and RoPE are left out (W_Q W_K^T is the score form at relative offset 0), as in the
+paper. Refused (``NotImplementedError`` naming the layer): Q/K-composition on layers with
+attention soft-capping (Gemma 2: the scores pass ``cap * tanh(s / cap)``, not a scalar
+multiple; ``ignore=("softcap",)`` scores the pre-cap form knowingly; V-composition does not
+involve the scores and is computed), and encoders (post-LN: ``ln1`` follows attention).
+Tested per family against the definition computed from the HF modules' own weights
+(``tests/circuits/test_tools_families.py``).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -37,21 +51,41 @@ def _r(w: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cholesky(g + ridge * eye).transpose(-1, -2)
 
 
+def _refuse(model, w, mode: str, ignore: Sequence[str]) -> None:
+    from interp.models.arch import describe_layers, refuse
+
+    if w.direct_path is not None:
+        raise NotImplementedError(f"composition_scores: {w.direct_path}")
+    if mode in ("Q", "K") and "softcap" not in ignore:
+        for spec in describe_layers(model):
+            if spec.softcap is not None and spec.layer > 0:
+                raise refuse(spec, "composition_scores", "attention logit soft-capping",
+                             f"{mode}-composition measures W_QK, and the scores pass "
+                             f"cap * tanh(s / cap), which is not a scalar multiple of it; "
+                             f"pass ignore=('softcap',) to score the pre-cap form knowingly")
+
+
 @torch.no_grad()
-def composition_scores(model, mode: str = "K") -> pd.DataFrame:
+def composition_scores(model, mode: str = "K", ignore: Sequence[str] = ()) -> pd.DataFrame:
     """Composition scores of every (earlier head, later head) pair.
 
     Args:
         model: a hooked model.
         mode: ``"Q"``, ``"K"`` or ``"V"``.
+        ignore: ``("softcap",)`` scores Q/K-composition of soft-capped layers from the pre-cap
+            W_QK (refused otherwise, see module doc).
 
     Returns:
         DataFrame with columns ``src_layer, src_head, dst_layer, dst_head, score`` for every
         pair with ``src_layer < dst_layer``.
+
+    Raises:
+        NotImplementedError: encoders; Q/K on soft-capped layers unless ignored.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     w = head_weights(model)
+    _refuse(model, w, mode, ignore)
     L, H = w.n_layers, w.n_heads
     W_O = w.W_O.cpu().double()                                  # [L, H, dh, d]
     # The big d_model-wide contraction runs in float32 on the model's device; the small

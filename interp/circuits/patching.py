@@ -34,7 +34,12 @@ Architecture
   (``ln1_post``), so there (``method="auto"``) the receiver's input is instead read from a
   whole forward of the base tokens with the sender's ``z`` from the source run and every other
   head output and MLP output between sender and receiver frozen at base; the projection is
-  refused by name if asked for. Encoders (post-LN BERT) are refused.
+  refused by name if asked for. Encoders (post-LN BERT) are refused. Before the projection
+  is used, what it rebuilds is checked against the base run's own activations (every head's
+  q/k/v from ``hook_resid_pre``, the per-head writes against ``hook_attn_out``); a model
+  where they differ is refused, never approximated. The forwards are the definition itself
+  and need no check. ``tests/circuits/test_tools_families.py`` compares both against the
+  brute force on every family of ``tests/families/tiny.py``.
 """
 from __future__ import annotations
 
@@ -282,6 +287,70 @@ def project(model, layer: int, which: str, resid: torch.Tensor, head: int) -> to
     return F.linear(_raw(block.ln1)(resid), w, b)
 
 
+def post_attention_norm(model, layer: int):
+    """The raw module that normalises ``layer``'s attention output before the residual add
+    (Gemma 2/3 ``post_attention_layernorm``, the bridge's ``ln1_post``), or None."""
+    block = model.blocks[layer]
+    return _raw(block.ln1_post) if "ln1_post" in block._modules else None
+
+
+def attn_write(model, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """What ``layer``'s attention adds to the residual stream for head outputs
+    ``z [..., pos, head, d_head]`` (``hook_z`` layout), through the layer's own modules: the
+    output projection (with its bias) and, where the layer has one, the post-attention norm.
+    Not linear in ``z`` when there is a norm; :func:`check_writes` verifies it against
+    ``hook_attn_out`` of a real forward."""
+    out = _raw(model.blocks[layer].attn.o)(z.flatten(-2))
+    post = post_attention_norm(model, layer)
+    return out if post is None else post(out)
+
+
+def close_or_refuse(got: torch.Tensor, want: torch.Tensor, who: str, what: str) -> None:
+    """Refuse (``NotImplementedError``) when a quantity a tool rebuilds from the model's
+    modules (``got``) is not what the model's own forward computed (``want``): relative
+    tolerance 1e-3 of ``want``'s scale in float32 (3e-2 in half precision)."""
+    got, want = got.detach().float(), want.detach().float()
+    scale = float(want.abs().max().clamp_min(1e-6))
+    err = float((got - want).abs().max())
+    tol = (1e-3 if min(got.element_size(), want.element_size()) >= 4 else 3e-2) * scale
+    if not err <= tol:
+        raise NotImplementedError(
+            f"{who}: {what} rebuilt from the layer's own modules differs from the model's "
+            f"forward by {err:.3g} (scale {scale:.3g}), so this model computes something the "
+            f"tool does not reproduce. Refusing rather than computing something different "
+            f"from the model.")
+
+
+def check_inputs(model, layer: int, cache: dict, who: str) -> None:
+    """Every head's q/k/v of ``layer``, rebuilt by :func:`project` from
+    ``blocks.{layer}.hook_resid_pre``, equals ``hook_q/k/v`` in ``cache`` (a real forward)."""
+    from interp.models.arch import describe_layers
+
+    spec = describe_layers(model)[layer]
+    resid = cache[f"blocks.{layer}.hook_resid_pre"]
+    for x in INPUTS:
+        want = cache[f"blocks.{layer}.attn.hook_{x}"]
+        got = torch.stack([project(model, layer, x, resid, h) for h in range(want.shape[2])], 2)
+        close_or_refuse(got, want, who, f"{spec.describe()}: hook_{x} (ln1 + {x} projection "
+                                        f"of the residual stream)")
+
+
+def check_writes(model, layer: int, cache: dict, who: str, per_head: bool = True) -> None:
+    """``layer``'s attention write rebuilt from ``hook_z`` (:func:`attn_write`) equals
+    ``hook_attn_out``; with ``per_head`` (layers without a post-attention norm) the per-head
+    writes of :func:`head_outputs` plus the output bias also add up to it."""
+    from interp.models.arch import describe_layers
+
+    spec = describe_layers(model)[layer]
+    z, want = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.hook_attn_out"]
+    close_or_refuse(attn_write(model, layer, z), want, who,
+                    f"{spec.describe()}: the attention output written to the residual stream")
+    if per_head and post_attention_norm(model, layer) is None:
+        bias = _raw(model.blocks[layer].attn.o)(torch.zeros_like(z.flatten(-2)))
+        close_or_refuse(head_outputs(model, layer, z).sum(0) + bias, want, who,
+                        f"{spec.describe()}: the sum of per-head writes z_h @ W_O[h]")
+
+
 def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
               grad_metric: Metric | None = None) -> tuple[float, dict[str, torch.Tensor]]:
     """One forward caching the activations ``names`` (detached); returns ``(metric, cache)``.
@@ -444,14 +513,19 @@ def projection_exact(model, layers: Sequence[int]) -> str | None:
 
 def edges_exact(model) -> str | None:
     """None when the edge-level graph (:mod:`interp.circuits.graph`: ACDC, EAP, edge
-    attribution, ``head_circuit``) is exact for ``model``, else the reason: it needs
-    :func:`projection_exact` on every layer and sequential blocks (the MLP reads the residual
-    after its own layer's attention)."""
-    why = projection_exact(model, range(model.cfg.n_layers))
-    if why is None and bool(getattr(model.cfg, "parallel_attn_mlp", False)):
-        why = (f"{ensure_info(model).family}: attention and MLP run in parallel on the same "
-               f"residual (use_parallel_residual), so a layer's heads do not feed its own MLP")
-    return why
+    attribution, ``head_circuit``) applies to ``model``, else the reason: encoders (post-LN:
+    ``ln1`` follows attention, so receivers do not read the residual stream) and layers with
+    features no interp consumer reproduces. Post-attention norms (Gemma 2/3) and parallel
+    attention + MLP blocks (GPT-NeoX) are handled by the graph itself; what it rebuilds is
+    checked against a real forward before use (:func:`check_inputs`, :func:`check_writes`)."""
+    from interp.models.arch import describe_layers
+
+    for spec in describe_layers(model):
+        if not spec.causal:
+            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
+        if spec.unsupported:
+            return f"{spec.describe()}: {spec.unsupported[0]}"
+    return None
 
 
 def _inputs_by_forward(model, base_tokens, src, base, snd, rl: int, x: str, target: int):
@@ -538,7 +612,16 @@ def path_patch(model, task: PatchingTask, senders: Sequence[tuple[int, int]],
         names = sorted({*names, *(f"blocks.{l}.attn.hook_z" for l in between),
                         *(f"blocks.{l}.hook_mlp_out" for l in between
                           if f"blocks.{l}.hook_mlp_out" in model.hook_dict)})
-    _, base = run_cache(model, base_tokens, names)
+    if method == "projection":               # what the projection rebuilds, checked first
+        rls, sls = sorted({l for l, _ in receivers}), sorted({l for l, _ in senders})
+        names += [f"blocks.{l}.attn.hook_{x}" for l in rls for x in INPUTS]
+        names += [f"blocks.{l}.hook_attn_out" for l in sls]
+    _, base = run_cache(model, base_tokens, list(dict.fromkeys(names)))
+    if method == "projection":
+        for l in rls:
+            check_inputs(model, l, base, "path_patch")
+        for l in sls:
+            check_writes(model, l, base, "path_patch")
     _, src = run_cache(model, src_tokens, [f"blocks.{l}.attn.hook_z" for l in layers])
     rows = []
     from tqdm.auto import tqdm

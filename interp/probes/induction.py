@@ -21,6 +21,7 @@ rows at a time and never holds the pattern: :mod:`interp.probes.blockwise`):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import pandas as pd
@@ -28,8 +29,8 @@ import torch
 
 from interp.models.loading import ensure_info
 from interp.probes.blockwise import choose_method, gather_keys, run_blockwise
-from interp.probes.common import (check_prompt, check_tokens, layer_of, pattern_hook_name,
-                                  run_probe)
+from interp.probes.common import (ProbeWarning, check_prompt, check_tokens, layer_of,
+                                  pattern_hook_name, run_probe)
 from interp.tasks import repeated_tokens
 from interp.weights import head_weights
 
@@ -199,8 +200,14 @@ def _score_table(model, layers: Sequence[int], out: dict[int, dict[str, torch.Te
 
 @torch.no_grad()
 def copying_scores(model) -> pd.DataFrame:
-    """``copying`` per (layer, head): eigenvalue score of the OV circuit W_E W_V W_O W_U."""
+    """``copying`` per (layer, head): eigenvalue score of the OV circuit W_E W_V W_O W_U
+    (folds per family: :func:`interp.weights.head_weights`).
+
+    Raises ValueError where those matrices are not a direct path of the model (post-LN
+    encoders such as BERT: ``HeadWeights.direct_path`` names why)."""
     w = head_weights(model)
+    if w.direct_path:
+        raise ValueError(f"copying scores: {w.direct_path}")
     UE = w.W_U @ w.W_E                                               # [d_model, d_model]
     M = torch.einsum("lhed,df,lhfk->lhek", w.W_O, UE, w.W_V)         # [L, H, dh, dh]
     eig = torch.linalg.eigvals(M.double().cpu())                     # [L, H, dh] (CPU)
@@ -233,6 +240,11 @@ def induction_scores(model, tokens: torch.Tensor | None = None, *, seg_len: int 
         tokens = repeated_random_tokens(model, batch=batch, seg_len=seg_len,
                                         n_repeats=n_repeats, seed=seed)
     df = pattern_scores(model, tokens, seg_len=seg_len, layers=layers, method=method)
+    direct = head_weights(model).direct_path
+    if direct:                                   # pattern scores hold; copying has no meaning
+        warnings.warn(f"copying is NaN: {direct}", ProbeWarning, stacklevel=2)
+        df["copying"] = float("nan")
+        return df[["layer", "head", *SCORE_COLUMNS]]
     cp = copying_scores(model)
     df = df.merge(cp, on=["layer", "head"], how="left")
     return df[["layer", "head", *SCORE_COLUMNS]]

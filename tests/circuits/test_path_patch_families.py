@@ -47,24 +47,41 @@ def test_path_patch_exact_or_forward(tiny, name):
 
 
 @pytest.mark.parametrize("name", CAUSAL)
-def test_edge_circuits_reproduce_endpoints_or_refuse(tiny, name):
+def test_edge_circuits_reproduce_endpoints(tiny, name):
     """With every edge the circuit run must be the clean run, with none the corrupted run
-    (ACDC's rule; exact where the graph is): a family where the hand-rebuilt inputs would
-    differ (Gemma post-norms, GPT-NeoX parallel blocks) is refused by name."""
+    (ACDC's rule), on every causal family: Gemma's post-attention norms are delivered through
+    the layer's own output projection and norm, GPT-NeoX's parallel blocks have no edge from
+    a layer's heads into its own MLP (tests/circuits/test_tools_families.py checks single
+    edges against whole forwards)."""
     import torch
 
     from interp.circuits.graph import CircuitRunner
 
     model, task = tiny(name)
-    post_norm = "ln1_post" in model.blocks[0]._modules
-    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
-    if post_norm or parallel:
-        with pytest.raises(NotImplementedError, match="post_attention_layernorm|parallel"):
-            CircuitRunner(model, task)
-        return
     r = CircuitRunner(model, task)
+    assert r.graph.post_norm == ((0, 1, 2) if "ln1_post" in model.blocks[0]._modules else ())
+    assert r.graph.parallel == bool(getattr(model.cfg, "parallel_attn_mlp", False))
     assert r.metric(r.valid) == pytest.approx(r.clean_metric, abs=1e-5)
     assert r.metric(torch.zeros_like(r.valid)) == pytest.approx(r.corrupted_metric, abs=1e-5)
+
+
+def test_a_model_the_graph_does_not_reproduce_is_refused(tiny, monkeypatch):
+    """What the runner rebuilds is checked against a real forward first: with the
+    post-attention norm hidden from it (as the old graph did), Gemma 3 is refused by name."""
+    import interp.circuits.graph as graph
+    import interp.circuits.patching as patching
+    from interp.circuits.graph import CircuitRunner
+
+    model, task = tiny("gemma3")
+
+    def no_norm(model, layer, z):              # z @ W_O + b, the post-attention norm dropped
+        return patching._raw(model.blocks[layer].attn.o)(z.flatten(-2))
+
+    for mod in (graph, patching):
+        monkeypatch.setattr(mod, "attn_write", no_norm)
+        monkeypatch.setattr(mod, "post_attention_norm", lambda model, layer: None)
+    with pytest.raises(NotImplementedError, match="attention output written to the residual"):
+        CircuitRunner(model, task)
 
 
 def test_encoder_is_refused(family_dir):

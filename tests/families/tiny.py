@@ -83,9 +83,13 @@ def make_tokenizer(folder: str | Path):
     return fast
 
 
-def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
+def build_family(name: str, folder: str | Path, seed: int = 0, perturb: bool = False) -> Path:
     """Save a tiny random model of family ``name`` (weights + config + tokenizer) into
-    ``folder``; returns the folder."""
+    ``folder``; returns the folder.
+
+    ``perturb``: also add noise to every 1-d parameter (std 0.2 to norm scales, 0.02 to
+    biases), which transformers initialises to exactly 1 (Gemma: 0) and 0, so that tests of
+    what a tool folds in from the norms (and how it treats biases) can tell a fold from none."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -98,6 +102,12 @@ def build_family(name: str, folder: str | Path, seed: int = 0) -> Path:
         for p in model.parameters():
             if p.ndim == 2:
                 p.mul_(2.0)
+        if perturb:
+            gen = torch.Generator().manual_seed(seed + 1)
+            for pname, p in model.named_parameters():
+                if p.ndim == 1:
+                    std = 0.02 if pname.endswith("bias") else 0.2
+                    p.add_(std * torch.randn(p.shape, generator=gen).to(p.dtype))
     folder = Path(folder)
     model.save_pretrained(folder)
     make_tokenizer(folder)

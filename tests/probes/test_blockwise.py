@@ -253,3 +253,18 @@ def test_smollm2_full_context_probe_peak_rss_under_4gb(tmp_path):
     rss_gb, alpha, ind = map(float, out[-3:])
     assert rss_gb < 4.0, f"peak RSS {rss_gb:.2f} GB"
     assert 0 < alpha <= 1 and 0 <= ind <= 1
+
+
+def test_encoder_copying_is_refused_not_invented(family_dir):
+    """BERT's post-LN attention has no direct OV path: copying_scores refuses by name and
+    induction_scores keeps its pattern scores with copying NaN and a warning."""
+    from interp.probes.common import ProbeWarning
+    from interp.probes.induction import copying_scores, induction_scores
+
+    model = interp.load_model(str(family_dir("bert")))
+    with pytest.raises(ValueError, match="copying scores"):
+        copying_scores(model)
+    x = torch.randint(4, 40, (1, 20))
+    with pytest.warns(ProbeWarning, match="copying is NaN"):
+        df = induction_scores(model, x, seg_len=None)
+    assert df.copying.isna().all() and df.previous_token.notna().all()
