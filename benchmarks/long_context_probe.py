@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time, warnings
+import json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
@@ -77,8 +77,7 @@ with torch.no_grad():
         sink_probe(model, x, method="pattern")
 secs = time.perf_counter() - t0
 peak = status_gb("VmHWM")
-print(json.dumps({{"seconds": secs, "extra_gb": max(0.0, peak - base), "peak_gb": peak,
-                  "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+print(json.dumps({{"seconds": secs, "extra_gb": max(0.0, peak - base), "peak_gb": peak}}))
 """
 
 
