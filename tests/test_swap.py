@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import interp
 from interp import attention
 from interp.hooks import count_hooks
 from interp.swap import swap_attention
+from tests.shapes import ShapeRecorder, has_square
 
 X = torch.tensor([[504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30] * 3])
 
@@ -99,25 +99,6 @@ def test_pattern_hook_edits_change_output(smollm2):
     assert rel_err(patched, ref) > 1e-3
 
 
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor any aten op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else [out]):
-            if isinstance(t, torch.Tensor):
-                self.shapes.append(tuple(t.shape))
-        return out
-
-
-def _has_square(shapes, n):
-    return any(len(s) >= 2 and s[-1] == n and s[-2] == n for s in shapes)
-
-
 @pytest.mark.parametrize("impl, opts", [
     ("linear", dict(feature_map="elu", form="chunked")),
     ("sliding_window", dict(window=64)),
@@ -130,12 +111,12 @@ def test_linear_memory_swap_computes_no_dense_matrix(smollm2, impl, opts):
     rec = ShapeRecorder()
     with rec:
         smollm2(x)
-    assert _has_square(rec.shapes, n)          # the dense model does build [n, n]
+    assert has_square(rec.shapes, n)          # the dense model does build [n, n]
     rec = ShapeRecorder()
     with swap_attention(smollm2, impl, **opts):
         with rec:
             smollm2(x)
-    assert not _has_square(rec.shapes, n), f"{impl} swap still built an [n, n] tensor"
+    assert not has_square(rec.shapes, n), f"{impl} swap still built an [n, n] tensor"
 
 
 def test_toy_swap_equals_and_restores(toy_model):

@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import interp
 from interp.attention.rows import MAX_ROWS, row_block_attention
@@ -22,27 +21,9 @@ from interp.probes.sink import sink_probe
 from interp.s2a import load_examples
 from interp.s2a.pipeline import _segment_prompt
 from tests.families.tiny import FAMILY_NAMES, SLIDING, WINDOW
+from tests.shapes import ShapeRecorder, has_square
 
 TOL = 1e-5
-
-
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor any aten op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else [out]):
-            if isinstance(t, torch.Tensor):
-                self.shapes.append(tuple(t.shape))
-        return out
-
-
-def has_square(shapes, n):
-    return any(len(s) >= 2 and s[-1] == n and s[-2] == n for s in shapes)
 
 
 def max_diff(a, b, cols):
