@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from interp.attention.base import check_qkv, compute_dtype
+from interp.attention.local import band_mask
 from interp.attention.registry import IMPLEMENTATIONS
 from interp.attention.softmax import SoftmaxAttention
 
@@ -87,8 +88,7 @@ def row_block_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, causal
             future = torch.ones(r, r, dtype=torch.bool, device=q.device).triu_(1)
             scores[..., s - r:].masked_fill_(future, float("-inf"))
         elif window is not None:
-            diff = pos[i0:i1, None] - pos[None, j0:j1]                     # [r, s]
-            allowed = (diff >= 0) & (diff < window) if causal else diff.abs() < window
+            allowed = band_mask(pos[i0:i1, None], pos[None, j0:j1], window, causal)  # [r, s]
             scores.masked_fill_(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1)     # every row sees at least its own key
         if on_rows is not None:

@@ -46,15 +46,9 @@ def _toy_names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
 
 
-def _pretrained_listing() -> list[tuple[str, int, str]]:
-    """``(name, n_params, description)`` of every pretrained model, in registry order."""
-    return [(spec.name, spec.n_params, spec.description) for spec in PRETRAINED.values()]
-
-
 def model_names() -> list[str]:
     """All loadable names: pretrained ones, then cached toy checkpoints as ``toy:<name>``."""
-    return [*(name for name, _, _ in _pretrained_listing()),
-            *(TOY_PREFIX + n for n in _toy_names())]
+    return [*PRETRAINED, *(TOY_PREFIX + n for n in _toy_names())]
 
 
 def _toy_description(name: str) -> str:
@@ -70,9 +64,9 @@ def model_rows() -> list[dict]:
     """One dict per model with the keys of :data:`MODEL_COLUMNS`: ``name``, ``kind``
     (``pretrained`` / ``toy``), ``params`` (None for toy checkpoints), ``cached``,
     ``description``. What :func:`list_models` holds, built without torch or pandas."""
-    rows = [{"name": name, "kind": "pretrained", "params": n_params,
-             "cached": cache.is_cached(name), "description": description}
-            for name, n_params, description in _pretrained_listing()]
+    rows = [{"name": spec.name, "kind": "pretrained", "params": spec.n_params,
+             "cached": cache.is_cached(spec.name), "description": spec.description}
+            for spec in PRETRAINED.values()]
     rows += [{"name": TOY_PREFIX + name, "kind": "toy", "params": None, "cached": True,
               "description": _toy_description(name)} for name in _toy_names()]
     return rows
@@ -99,10 +93,9 @@ def unknown_model_error(name: str) -> ValueError:
 def model_path(name: str) -> Path:
     """Folder of the verified converted copy of pretrained model ``name`` (fetching it on
     first use)."""
-    pretrained = PRETRAINED
-    if name not in pretrained:
+    if name not in PRETRAINED:
         raise unknown_model_error(name)
-    spec = pretrained[name]
+    spec = PRETRAINED[name]
     return cache.ensure_converted(spec.name, spec.source, spec.convert)
 
 
@@ -114,9 +107,8 @@ def load_hf(name: str, dtype: torch.dtype | str | None = None):
     that run HF modules directly (streaming cache, cached generation).
     """
     name = str(name)
-    pretrained = PRETRAINED
-    if name in pretrained:
-        model, tok = pretrained[name].load_hf(model_path(name), _dtype(dtype))
+    if name in PRETRAINED:
+        model, tok = PRETRAINED[name].load_hf(model_path(name), _dtype(dtype))
         return model.eval(), tok
     from interp.models.loading import load_hf_any, looks_like_hub_id
 
@@ -171,9 +163,8 @@ def load_model(name: str, device: str | torch.device | None = None,
         return model
     from interp.models.loading import load_hf_any, looks_like_hub_id, wrap
 
-    pretrained = PRETRAINED
-    if name in pretrained:
-        spec = pretrained[name]
+    if name in PRETRAINED:
+        spec = PRETRAINED[name]
         hf_model, tok = spec.load_hf(model_path(name), torch_dtype)
         return wrap(hf_model, tok, name=name, kind="pretrained", device=device,
                     has_lm_head=spec.has_lm_head)

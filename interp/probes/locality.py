@@ -24,11 +24,17 @@ from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_
                                   run_probe, to_tokens)
 
 
+def _sparse(layout: AttentionImpl, label: str | None = None) -> SparseAttention:
+    """``layout`` itself when it has an allowed-key set, else ValueError naming it."""
+    if not isinstance(layout, SparseAttention):
+        raise ValueError(f"{f'{label}: ' if label else ''}{layout.name} has no sparse layout "
+                         f"(no allowed-key mask)")
+    return layout
+
+
 def allowed_mask(layout: AttentionImpl, n: int, causal: bool = True) -> torch.Tensor:
     """``[n, n]`` bool: query i may attend key j under ``layout``."""
-    if not isinstance(layout, SparseAttention):
-        raise ValueError(f"{layout.name} has no sparse layout (no allowed-key mask)")
-    return layout.allowed_mask(n, causal)
+    return _sparse(layout).allowed_mask(n, causal)
 
 
 def default_layouts(windows: Sequence[int] = (32, 128)) -> dict[str, AttentionImpl]:
@@ -127,8 +133,7 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
         raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
     causal = ensure_info(model).causal
     for name, impl in layouts.items():
-        if not isinstance(impl, SparseAttention):
-            raise ValueError(f"{name}: {impl.name} has no sparse layout (no allowed-key mask)")
+        _sparse(impl, name)
     if _all_allowed(layouts, n, causal, tokens.device):
         warnings.warn(f"the prompt has {n} tokens, so every layout ({', '.join(layouts)}) "
                       f"allows every key and mass_inside is 1 by definition; use a prompt "
