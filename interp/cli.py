@@ -31,12 +31,14 @@ import contextlib
 import sys
 from typing import Any, Callable, Sequence
 
+from interp.errors import InterpError
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
 #: commands with ``--device/--dtype``: name -> ``"model"`` or ``"override"``
 _DEVICES: dict[str, str] = {}
 
 
-class UserError(Exception):
+class UserError(InterpError):
     """An error caused by the input; printed without a traceback, exit status 2."""
 
 

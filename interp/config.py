@@ -22,11 +22,9 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from interp.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config has an unknown field, a missing required field or a value of the wrong type."""
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -17,11 +17,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from interp.errors import InputError
+
 __all__ = ["PathError", "check_input_file", "check_output_path", "check_output_dir",
            "file_error", "read_text_file"]
 
 
-class PathError(ValueError):
+class PathError(InputError):
     """A path the user gave cannot be read or written; the message says which and why."""
 
 

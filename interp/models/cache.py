@@ -36,14 +36,14 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from interp.errors import CacheError
+
 #: Command prefix used to download wheels; tests replace it to simulate pip failing.
 PIP_COMMAND: list[str] = [sys.executable, "-m", "pip"]
 
 MANIFEST = "manifest.json"
 
 
-class CacheError(RuntimeError):
-    """The cache could not be filled or read (the message says what to do)."""
 
 
 def cache_dir() -> Path:

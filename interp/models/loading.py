@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from interp.errors import ModelLoadError
 from interp.models.info import ModelInfo
 from interp.models.pretrained import _quiet_transformers
 
@@ -34,9 +35,6 @@ ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "cam
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelLoadError(ValueError):
-    """A model spec that could not be turned into a model (the message says why and what to
-    do)."""
 
 
 def looks_like_hub_id(spec: str) -> bool:

@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.config import from_dict, to_dict
+from interp.errors import InputError
 from interp.results import canonical_json
 from interp.models.cache import cache_dir
 from interp.models.info import ModelInfo
@@ -137,7 +138,7 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor,
 RECIPE_FILE = "recipe.json"
 
 
-class ToyRecipeMismatch(ValueError):
+class ToyRecipeMismatch(InputError):
     """A cached toy checkpoint was trained with another recipe (the message names the
     differing fields)."""
 
