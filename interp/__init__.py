@@ -31,7 +31,7 @@ _LAZY = {
     "load_model": ("interp.models.registry", "load_model"),
     "swap_attention": ("interp.swap", "swap_attention"),
     "wrap": ("interp.models.loading", "wrap"),
-    "describe_layers": ("interp.models.arch", "describe_layers"),
+    "describe_layers": ("interp.families", "describe_layers"),
 }
 
 

@@ -14,7 +14,7 @@ the same order and through the same hook points as TransformerLens:
     -> impl(q [b, h, n, d], k [b, kv_h, n, d], v [b, kv_h, n, d]) under the layer's own
        sliding window and soft-capping -> o (hook_z fires) -> hook_out
 
-What each layer does is read once from :func:`interp.models.arch.describe_layers`. A layer
+What each layer does is read once from :func:`interp.families.layers.describe_layers`. A layer
 the implementation cannot reproduce exactly is refused before anything is swapped, with a
 ``NotImplementedError`` naming the layer type and why (e.g. linear attention on a Gemma 2
 soft-capped layer): never a silent approximation. ``ignore=("sliding_window",)`` /
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from interp.attention import AttentionImpl, get as get_attention
-from interp.models.arch import describe_layers
+from interp.families import describe_layers
 from interp.swap_layers import FORWARDS, IGNORABLE, check_layer
 
 _ACTIVE = "_interp_swapped_layers"

@@ -4,7 +4,7 @@ Architecture
 ------------
 A swapped layer recomputes q/k/v with the layer's own modules, in the same order and through
 the same hook points as the TransformerLens bridge, then hands them to the implementation
-under the layer's own constraints (:class:`interp.models.arch.LayerAttention`):
+under the layer's own constraints (:class:`interp.families.layers.LayerAttention`):
 
     ROTARY (Llama, Mistral, Qwen2/3, Gemma 2/3):
         hook_in -> q/k/v LinearBridges -> [b, heads, n, d] -> q/k RMSNorm (hook_q_normed,
@@ -35,7 +35,7 @@ import torch
 from interp.attention import AttentionImpl, repeat_kv
 from interp.attention.base import SparseAttention, compute_dtype, safe_softmax
 from interp.attention.softmax import SoftmaxAttention, dense_mask
-from interp.models.arch import (
+from interp.families import (
     DELEGATING,
     JOINT_QKV,
     JOINT_QKV_ROTARY,

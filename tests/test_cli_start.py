@@ -184,7 +184,7 @@ def test_source_literal_falls_back_to_importing():
 # -- import interp: lazy names -----------------------------------------------------------------
 
 def test_lazy_public_names():
-    import interp.models.arch
+    import interp.families
     import interp.models.loading
     import interp.models.registry
     import interp.swap
@@ -193,7 +193,7 @@ def test_lazy_public_names():
     assert interp.list_models is interp.models.registry.list_models
     assert interp.swap_attention is interp.swap.swap_attention
     assert interp.wrap is interp.models.loading.wrap
-    assert interp.describe_layers is interp.models.arch.describe_layers
+    assert interp.describe_layers is interp.families.describe_layers
     assert set(interp.__all__) <= set(dir(interp))
     assert {"viz", "probes", "models", "cli"} <= set(dir(interp))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

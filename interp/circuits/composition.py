@@ -52,7 +52,7 @@ def _r(w: torch.Tensor) -> torch.Tensor:
 
 
 def _refuse(model, w, mode: str, ignore: Sequence[str]) -> None:
-    from interp.models.arch import describe_layers, refuse
+    from interp.families import describe_layers, refuse
 
     if w.direct_path is not None:
         raise NotImplementedError(f"composition_scores: {w.direct_path}")

@@ -324,7 +324,7 @@ def close_or_refuse(got: torch.Tensor, want: torch.Tensor, who: str, what: str) 
 def check_inputs(model, layer: int, cache: dict, who: str) -> None:
     """Every head's q/k/v of ``layer``, rebuilt by :func:`project` from
     ``blocks.{layer}.hook_resid_pre``, equals ``hook_q/k/v`` in ``cache`` (a real forward)."""
-    from interp.models.arch import describe_layers
+    from interp.families import describe_layers
 
     spec = describe_layers(model)[layer]
     resid = cache[f"blocks.{layer}.hook_resid_pre"]
@@ -339,7 +339,7 @@ def check_writes(model, layer: int, cache: dict, who: str, per_head: bool = True
     """``layer``'s attention write rebuilt from ``hook_z`` (:func:`attn_write`) equals
     ``hook_attn_out``; with ``per_head`` (layers without a post-attention norm) the per-head
     writes of :func:`head_outputs` plus the output bias also add up to it."""
-    from interp.models.arch import describe_layers
+    from interp.families import describe_layers
 
     spec = describe_layers(model)[layer]
     z, want = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.hook_attn_out"]
@@ -496,7 +496,7 @@ def patch_heads(model, task: PatchingTask, direction: Direction = "denoise",
 def projection_exact(model, layers: Sequence[int]) -> str | None:
     """None when :func:`project` reproduces the receiver inputs of ``layers`` exactly, else the
     reason it does not (a norm after attention, an encoder, an unsupported layer)."""
-    from interp.models.arch import describe_layers
+    from interp.families import describe_layers
 
     specs = describe_layers(model)
     for layer in layers:
@@ -518,7 +518,7 @@ def edges_exact(model) -> str | None:
     features no interp consumer reproduces. Post-attention norms (Gemma 2/3) and parallel
     attention + MLP blocks (GPT-NeoX) are handled by the graph itself; what it rebuilds is
     checked against a real forward before use (:func:`check_inputs`, :func:`check_writes`)."""
-    from interp.models.arch import describe_layers
+    from interp.families import describe_layers
 
     for spec in describe_layers(model):
         if not spec.causal:

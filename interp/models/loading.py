@@ -10,7 +10,7 @@ or a ``.gguf`` file), then a hub id ``owner/name``. The last three end here:
     spec -> (hf_model, tokenizer) via transformers' from_pretrained (eager attention)
          -> :func:`wrap` -> TransformerBridge.boot_transformers(hf_model=..., tokenizer=...)
          -> interp_info (family, causal, n_ctx, bos) + a check of every layer's attention
-            description (:func:`interp.models.arch.describe_layers`)
+            description (:func:`interp.families.layers.describe_layers`)
 
 Nothing from the checkpoint runs as code: ``trust_remote_code`` stays off unless the caller
 passes it, and a model that needs it is refused with a message naming the option. Weights are
@@ -164,7 +164,7 @@ def wrap(hf_model, tokenizer=None, *, name: str | None = None, kind: str = "wrap
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.models.arch import describe_layers
+    from interp.families import describe_layers
 
     _quiet_transformers()
     config = getattr(hf_model, "config", None)

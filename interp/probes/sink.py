@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from interp.models.arch import describe_layers
+from interp.families import describe_layers
 from interp.models.loading import ensure_info
 from interp.probes.blockwise import choose_method, run_blockwise
 from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,

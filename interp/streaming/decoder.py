@@ -7,9 +7,9 @@ Architecture
 projections, q/k norms, MLP, final norm, LM head, rotary module) and replaces only what the
 cache changes: where keys and values live, and which RoPE position each key gets. What each
 layer's attention does is read once, in ``__init__``, from
-:func:`interp.models.arch.describe_hf_layers` (one :class:`~interp.models.arch.LayerAttention`
+:func:`interp.families.layers.describe_hf_layers` (one :class:`~interp.families.layers.LayerAttention`
 per layer); anything it cannot reproduce exactly is refused there with
-:func:`interp.models.arch.refuse` (``NotImplementedError`` naming the family / layer feature).
+:func:`interp.families.layers.refuse` (``NotImplementedError`` naming the family / layer feature).
 One call of :meth:`StreamingLM.step` appends ``n`` tokens of ``batch`` streams::
 
     ids [batch, n] -> embed_tokens (Gemma's sqrt(D) scaling lives inside it) -> each layer:
@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from interp.models.arch import LayerAttention, describe_hf_layers, refuse
+from interp.families import LayerAttention, describe_hf_layers, refuse
 from interp.streaming.cache import StreamingKVCache
 
 WHO = "StreamingLM"
@@ -120,7 +120,7 @@ class StreamingLM:
 
     Attributes:
         hf: the HF model (not modified).
-        specs: :class:`~interp.models.arch.LayerAttention` per layer.
+        specs: :class:`~interp.families.layers.LayerAttention` per layer.
         n_layers, n_heads, n_kv_heads, head_dim, vocab: geometry.
 
     Raises:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from interp.errors import Refused
+
 #: bridge attention classes that interp's consumers know how to recompute
 ROTARY = "PositionEmbeddingsAttentionBridge"
 JOINT_QKV = "JointQKVAttentionBridge"
@@ -93,9 +95,10 @@ class LayerAttention:
         return f"{self.family} layer {self.layer} ({', '.join(bits)})"
 
 
-def refuse(spec: LayerAttention, who: str, feature: str, why: str) -> NotImplementedError:
-    """The error a consumer raises for a layer feature it cannot reproduce exactly."""
-    return NotImplementedError(
+def refuse(spec: LayerAttention, who: str, feature: str, why: str) -> Refused:
+    """The error a consumer raises for a layer feature it cannot reproduce exactly
+    (:class:`~interp.errors.Refused`, a ``NotImplementedError``)."""
+    return Refused(
         f"{who}: {spec.describe()} uses {feature}, which {who} cannot reproduce exactly: {why}. "
         f"Refusing rather than computing something different from the model.")
 
