@@ -35,7 +35,7 @@ import torch
 from interp.attention import AttentionImpl, repeat_kv
 from interp.attention.base import SparseAttention, compute_dtype, safe_softmax
 from interp.attention.softmax import SoftmaxAttention, dense_mask
-from interp.families import (
+from interp.families.layers import (
     DELEGATING,
     JOINT_QKV,
     JOINT_QKV_ROTARY,
