@@ -15,7 +15,8 @@ import torch
 
 import interp
 from interp.circuits.attribution import node_attribution, spearman
-from interp.circuits.patching import induction_task, patch_heads
+from interp.circuits.activation import patch_heads
+from interp.circuits.tasks import induction_task
 
 
 def main(name: str = "smollm2-135m", batch: str = "4", seg_len: str = "10") -> None:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
-import interp.circuits.patching as patching  # noqa: E402
+import interp.circuits.path as path  # noqa: E402
 from interp.circuits import (CircuitRunner, HeadGraph, eap_circuit, edge_attribution,  # noqa: E402
                              induction_task, path_patch)
 from tests.circuits import brute as B  # noqa: E402
@@ -60,12 +60,12 @@ def _receiver(row):
 
 def _old_projection(model, task, senders, receivers, inputs):
     """The pre-#19 number: the hand projection forced on a model where it is refused."""
-    keep = patching.projection_exact
-    patching.projection_exact = lambda model, layers: None
+    keep = path.projection_exact
+    path.projection_exact = lambda model, layers: None
     try:
         return path_patch(model, task, senders, receivers, inputs=inputs, method="projection")
     finally:
-        patching.projection_exact = keep
+        path.projection_exact = keep
 
 
 def model_figures(name: str, batch: int, seg_len: int, top: int) -> str:
@@ -141,7 +141,8 @@ def tiny_table() -> str:
                 ids = torch.randint(4, 260, (2, 12), generator=torch.Generator().manual_seed(3))
                 other = ids.clone()
                 other[:, 2:6] = 5
-                from interp.circuits.patching import PatchingTask, logprob_metric
+                from interp.circuits.metrics import logprob_metric
+                from interp.circuits.tasks import PatchingTask
 
                 task = PatchingTask(ids, other, logprob_metric([7, 9], ids[:, [7, 9]]))
             else:

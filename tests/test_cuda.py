@@ -93,8 +93,9 @@ def test_streaming_and_generation_on_cuda(smollm2_hf):
 
 
 def test_path_patch_and_circuit_on_cuda(family_dir):
-    from interp.circuits.graph import CircuitRunner
-    from interp.circuits.patching import induction_task, path_patch
+    from interp.circuits.path import path_patch
+    from interp.circuits.runner import CircuitRunner
+    from interp.circuits.tasks import induction_task
 
     cpu = interp.load_model(family_dir("llama"))
     gpu = interp.load_model(family_dir("llama"), device=CUDA)

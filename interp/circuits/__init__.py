@@ -3,26 +3,37 @@
 - :mod:`~interp.circuits.composition` -- Q/K/V-composition scores between heads of earlier and
   later layers (Elhage et al. 2021), computed from the weights alone.
 - :mod:`~interp.circuits.ablation` -- zero / mean ablation of heads and its effect on a loss.
-- :mod:`~interp.circuits.patching` -- clean/corrupted prompt pairs, metrics, activation
-  patching (residual x position, heads) and path patching (sender -> receiver q/k/v).
-- :mod:`~interp.circuits.graph` -- the head-level computational graph and a runner that
-  evaluates any sub-circuit (everything outside it held at its corrupted value or its mean).
+- :mod:`~interp.circuits.tasks` -- clean/corrupted prompt pairs (induction, key-value
+  retrieval) and the patching direction.
+- :mod:`~interp.circuits.metrics` -- logit difference, log-probability and probability
+  metrics; normalisation to 0 = corrupted, 1 = clean.
+- :mod:`~interp.circuits.model` -- the model plumbing every tool shares (a head's write, its
+  q/k/v from the residual stream, block wiring), checked against real forwards; the only
+  module here that reads what a model family does.
+- :mod:`~interp.circuits.activation` -- activation patching (residual x position, heads).
+- :mod:`~interp.circuits.path` -- path patching (sender -> receiver q/k/v).
+- :mod:`~interp.circuits.graph` -- the head-level computational graph (senders, receivers,
+  edges).
+- :mod:`~interp.circuits.runner` -- a runner that evaluates any sub-circuit of the graph
+  (everything outside it held at its corrupted value or its mean).
 - :mod:`~interp.circuits.attribution` -- attribution patching for nodes and edges (EAP).
 - :mod:`~interp.circuits.discovery` -- ACDC / EAP / node-level (``head_circuit``) circuit
   discovery, circuit figures.
-- :mod:`~interp.circuits.toy` -- the trained toy induction model used for circuit finding.
 """
 from interp.circuits.ablation import (ablate_heads, first_half_loss, head_ablation_effects,
                                       repeated_half_loss)
+from interp.circuits.activation import patch_heads, patch_residual
 from interp.circuits.attribution import (attribution_cache, edge_attribution, node_attribution,
                                          spearman)
 from interp.circuits.composition import composition_scores
 from interp.circuits.discovery import (Circuit, acdc, circuit_figure, eap_circuit, head_circuit,
                                        node_mask, prune)
-from interp.circuits.graph import CircuitRunner, HeadGraph, run_circuit
-from interp.circuits.patching import (PatchingTask, baseline, induction_task, kv_retrieval_task,
-                                      logit_diff_metric, logprob_metric, normalise, patch_heads,
-                                      patch_residual, path_patch, prob_metric)
+from interp.circuits.graph import HeadGraph
+from interp.circuits.metrics import (baseline, logit_diff_metric, logprob_metric, normalise,
+                                     prob_metric)
+from interp.circuits.path import path_patch
+from interp.circuits.runner import CircuitRunner, run_circuit
+from interp.circuits.tasks import PatchingTask, induction_task, kv_retrieval_task
 
 __all__ = [
     "Circuit", "CircuitRunner", "HeadGraph", "PatchingTask", "ablate_heads", "acdc",

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InputError
 from interp.hooks import attach
 from interp.models.toy import token_losses
 from interp.probes.common import check_tokens
@@ -72,7 +73,7 @@ def _check_heads(model, heads: Sequence[tuple[int, int]]) -> dict[int, list[int]
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in heads:
         if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-            raise ValueError(f"head ({layer}, {head}) does not exist in a {model.cfg.n_layers}"
+            raise InputError(f"head ({layer}, {head}) does not exist in a {model.cfg.n_layers}"
                              f"-layer, {model.cfg.n_heads}-head model")
         by_layer[layer].append(head)
     return by_layer
@@ -109,7 +110,7 @@ def ablate_heads(model, tokens: torch.Tensor, heads: Sequence[tuple[int, int]], 
             ``batch >= 2``).
     """
     if mode not in ("zero", "mean", "resample"):
-        raise ValueError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
+        raise InputError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
     tokens = check_tokens(model, tokens)
     by_layer = _check_heads(model, heads)
     values: dict[int, torch.Tensor] = {}
@@ -118,12 +119,12 @@ def ablate_heads(model, tokens: torch.Tensor, heads: Sequence[tuple[int, int]], 
     elif mode == "resample":
         if reference is None:
             if tokens.shape[0] < 2:
-                raise ValueError("resample ablation without reference tokens takes each row's "
+                raise InputError("resample ablation without reference tokens takes each row's "
                                  "activations from another row: it needs batch >= 2")
             reference = tokens.roll(1, dims=0)
         reference = check_tokens(model, reference)
         if reference.shape != tokens.shape:
-            raise ValueError(f"resample ablation needs reference tokens of the tokens' shape "
+            raise InputError(f"resample ablation needs reference tokens of the tokens' shape "
                              f"{tuple(tokens.shape)}, got {tuple(reference.shape)}")
         values = resample_z(model, reference, list(by_layer))
 

@@ -11,8 +11,8 @@ one backward.
   that receiver input only (for head q/k/v: the gradient at ``hook_q/k/v`` pulled back through
   that head's projection and ``ln1`` with the model's own modules; MLP: at ``ln2.hook_in``;
   logits: at ``ln_final.hook_in``). It estimates adding the edge to the empty circuit
-  (:mod:`interp.circuits.graph`), i.e. path patching the sender into that input.
-With ``ablation="mean"`` (see :mod:`interp.circuits.graph`) the base values are per-position
+  (:mod:`interp.circuits.runner`), i.e. path patching the sender into that input.
+With ``ablation="mean"`` (see :mod:`interp.circuits.runner`) the base values are per-position
 means over ``reference`` tokens and the gradient is taken at the *clean* run:
 ``(out_clean - out_mean) . d metric / d input`` estimates how much the metric drops when that
 head (edge) is mean-ablated in the clean run, the first-order version of removing it from the
@@ -33,9 +33,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.circuits.graph import HeadGraph, base_cache, check_graph
-from interp.circuits.patching import (PatchingTask, attn_write, head_outputs,
-                                      post_attention_norm, project, run_cache)
+from interp.circuits.graph import HeadGraph, check_graph
+from interp.circuits.model import (attn_write, head_outputs, post_attention_norm, project,
+                                   run_cache)
+from interp.circuits.runner import base_cache
+from interp.circuits.tasks import PatchingTask
 
 
 def _grad_names(g: HeadGraph | None, n_layers: int) -> list[str]:

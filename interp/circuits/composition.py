@@ -20,10 +20,11 @@ on W_Q/W_K (Qwen3, Gemma 3); the post-attention norm scale on W_O (Gemma 2/3). E
 per-position divisor (RMS or standard deviation) multiplies a product by a positive scalar,
 which cancels in these ratios, so the scores are exact for the linear maps the model applies;
 biases and RoPE are left out (W_Q W_K^T is the score form at relative offset 0), as in the
-paper. Refused (``NotImplementedError`` naming the layer): Q/K-composition on layers with
-attention soft-capping (Gemma 2: the scores pass ``cap * tanh(s / cap)``, not a scalar
-multiple; ``ignore=("softcap",)`` scores the pre-cap form knowingly; V-composition does not
-involve the scores and is computed), and encoders (post-LN: ``ln1`` follows attention).
+paper. Refused (:class:`~interp.errors.Refused`, a ``NotImplementedError``, naming the
+layer): Q/K-composition on layers with attention soft-capping (Gemma 2: the scores pass
+``cap * tanh(s / cap)``, not a scalar multiple; ``ignore=("softcap",)`` scores the pre-cap
+form knowingly; V-composition does not involve the scores and is computed), and encoders
+(post-LN: ``ln1`` follows attention).
 Tested per family against the definition computed from the HF modules' own weights
 (``tests/circuits/test_tools_families.py``).
 """
@@ -34,6 +35,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from interp.errors import InputError, Refused
 from interp.weights import head_weights
 
 MODES = ("Q", "K", "V")
@@ -55,7 +57,7 @@ def _refuse(model, w, mode: str, ignore: Sequence[str]) -> None:
     from interp.families import describe_layers, refuse
 
     if w.direct_path is not None:
-        raise NotImplementedError(f"composition_scores: {w.direct_path}")
+        raise Refused(f"composition_scores: {w.direct_path}")
     if mode in ("Q", "K") and "softcap" not in ignore:
         for spec in describe_layers(model):
             if spec.softcap is not None and spec.layer > 0:
@@ -80,10 +82,12 @@ def composition_scores(model, mode: str = "K", ignore: Sequence[str] = ()) -> pd
         pair with ``src_layer < dst_layer``.
 
     Raises:
-        NotImplementedError: encoders; Q/K on soft-capped layers unless ignored.
+        Refused: (a ``NotImplementedError``) encoders; Q/K on soft-capped layers unless
+            ignored.
+        InputError: an unknown ``mode``.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     w = head_weights(model)
     _refuse(model, w, mode, ignore)
     L, H = w.n_layers, w.n_heads

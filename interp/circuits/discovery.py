@@ -32,8 +32,9 @@ import plotly.graph_objects as go
 import torch
 
 from interp.circuits.attribution import attribution_cache, edge_attribution, node_attribution
-from interp.circuits.graph import CircuitRunner, HeadGraph
-from interp.circuits.patching import PatchingTask
+from interp.circuits.graph import HeadGraph
+from interp.circuits.runner import CircuitRunner
+from interp.circuits.tasks import PatchingTask
 
 
 @dataclass

@@ -8,7 +8,9 @@ correlation (Pearson and Spearman) with head patching; EAP edge scores; discover
 for small graphs, ``heads`` -- node-level, attribution then real-patching pruning -- for deep
 models, or EAP top-n) with the circuit's recovered metric on the task batch and on a held-out
 batch, its overlap with the top induction / previous-token heads of
-:func:`interp.probes.induction.induction_scores`, and a graph figure.
+:func:`interp.probes.induction.induction_scores`, and a graph figure. Each stage is one
+function (``_load_model``, ``_task_maker``, ``_patching``, ``_attribution``, ``_discover``,
+``_induction_overlap``); :func:`run_circuits` runs them in that order and writes the summary.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from interp.config import DeviceConfig
+from interp.errors import ConfigError
 from interp.experiments import RunContext, experiment
 
 
@@ -30,13 +33,13 @@ class CircuitsConfig(DeviceConfig):
         task: ``induction`` or ``kv_retrieval``.
         batch, seg_len, n_pairs, seed: task size.
         n_shots, corrupt: kv_retrieval only -- answered lookups before the query (-1: the
-            default of :func:`~interp.circuits.patching.kv_retrieval_task`) and how the
+            default of :func:`~interp.circuits.tasks.kv_retrieval_task`) and how the
             corrupted prompt differs (``value``: the queried key stores another value;
             ``query``: another key is asked for).
         method: ``acdc``, ``heads`` or ``eap``; threshold (ACDC, heads) / top_n (EAP);
             candidates: heads that ``heads`` starts from (the best by attribution).
         ablation: ``corrupted`` or ``mean`` (per-position means over ``ref_batch`` other
-            clean-distribution prompts; see :mod:`interp.circuits.graph`), for discovery.
+            clean-distribution prompts; see :mod:`interp.circuits.runner`), for discovery.
         quick_batch, quick_candidates: ``--quick`` task batch (0: ``max(2, batch // 4)``)
             and ``heads`` candidates (at most ``candidates``).
         residual_patching: also run layer x position patching.
@@ -64,38 +67,29 @@ class CircuitsConfig(DeviceConfig):
     threads: int = 1
 
 
-@experiment("circuits", CircuitsConfig)
-def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
-    """Patching, attribution and discovery for one model and task."""
+def _load_model(cfg: CircuitsConfig, ctx: RunContext):
+    """The model of ``cfg.model`` on the run's device; ``circuit-toy`` is trained (or loaded)
+    once by rank 0 first."""
     import interp
-    from interp.circuits.attribution import edge_attribution, node_attribution, spearman
-    from interp.circuits.discovery import (acdc, circuit_figure, eap_circuit, head_circuit,
-                                           position_heatmap)
-    from interp.circuits.graph import CircuitRunner
-    from interp.circuits.patching import (baseline, induction_task, kv_retrieval_task,
-                                          patch_heads, patch_residual)
-    from interp.viz import head_heatmap
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.model == "circuit-toy":
-        from interp.distributed.shard import barrier
-        from interp.recipes.toy_induction import ToyInductionConfig, circuit_toy
+    if cfg.model != "circuit-toy":
+        return interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
+    from interp.distributed.shard import barrier
+    from interp.recipes.toy_induction import ToyInductionConfig, circuit_toy
 
-        # trained once (on CPU: the same cached checkpoint on every machine) and cached:
-        # rank 0 trains (or loads) it first, the others wait for the finished checkpoint (no
-        # two ranks writing the cache at once); then every rank loads it on the run's device
-        if ctx.is_main:
-            circuit_toy()
-        barrier()
-        model = interp.load_model(f"toy:{ToyInductionConfig.name}", device=ctx.device,
-                                  dtype=ctx.dtype)
-    else:
-        model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
-    if ctx.quick:
-        batch = cfg.quick_batch if cfg.quick_batch > 0 else max(2, cfg.batch // 4)
-    else:
-        batch = cfg.batch
+    # trained once (on CPU: the same cached checkpoint on every machine) and cached:
+    # rank 0 trains (or loads) it first, the others wait for the finished checkpoint (no
+    # two ranks writing the cache at once); then every rank loads it on the run's device
+    if ctx.is_main:
+        circuit_toy()
+    barrier()
+    return interp.load_model(f"toy:{ToyInductionConfig.name}", device=ctx.device,
+                             dtype=ctx.dtype)
+
+
+def _task_maker(cfg: CircuitsConfig, model):
+    """``make(batch, seed) -> PatchingTask`` for ``cfg.task``."""
+    from interp.circuits.tasks import induction_task, kv_retrieval_task
 
     def make(b: int, seed: int):
         if cfg.task == "induction":
@@ -104,15 +98,20 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
             return kv_retrieval_task(model, batch=b, n_pairs=cfg.n_pairs, seed=seed,
                                      n_shots=None if cfg.n_shots < 0 else cfg.n_shots,
                                      corrupt=cfg.corrupt)
-        raise ValueError(f"task must be 'induction' or 'kv_retrieval', got {cfg.task!r}")
+        raise ConfigError(f"task must be 'induction' or 'kv_retrieval', got {cfg.task!r}")
 
-    task = make(batch, cfg.seed)
-    reference = make(cfg.ref_batch, cfg.seed + 1000).clean if cfg.ablation == "mean" else None
-    ref = baseline(model, task)
-    ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
-    # resume keys: the run's config and quick, the model's weights, the effective batch
+    return make
+
+
+def _patching(cfg: CircuitsConfig, ctx: RunContext, model, task, batch: int):
+    """Head patching (and residual patching) as resumable sweeps; adds their tables and
+    figures and returns the head table ``layer, head, metric, normalised``."""
+    from interp.circuits.activation import patch_heads, patch_residual
+    from interp.circuits.discovery import position_heatmap
     from interp.experiments import model_fingerprint
+    from interp.viz import head_heatmap
 
+    # resume keys: the run's config and quick, the model's weights, the effective batch
     key = {"model": model_fingerprint(model), "batch": batch}
     heads = patch_heads(model, task, sweep=ctx.sweep("heads", **key),
                         progress=ctx.show_progress)
@@ -124,24 +123,81 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
                              progress=ctx.show_progress)
         ctx.add_table("residual_patching", res)
         ctx.add_figure("residual_patching", position_heatmap(res))
+    return heads
+
+
+def _attribution(ctx: RunContext, model, task, heads, corrupted: float):
+    """Node attribution against head patching: adds the table, returns ``(table, Pearson r,
+    Spearman rho)``."""
+    from interp.circuits.attribution import node_attribution, spearman
+
     na = node_attribution(model, task)
-    effect = heads.metric - ref["corrupted"]
+    effect = heads.metric - corrupted
     corr = float(np.corrcoef(na.score, effect)[0, 1])
     rank = spearman(na.score, effect)
     ctx.add_table("node_attribution", na.assign(patching=effect))
+    return na, corr, rank
+
+
+def _discover(cfg: CircuitsConfig, ctx: RunContext, model, task, reference):
+    """The circuit of ``cfg.method`` (``acdc``, ``heads`` or ``eap``)."""
+    from interp.circuits.attribution import edge_attribution
+    from interp.circuits.discovery import acdc, eap_circuit, head_circuit
+    from interp.circuits.runner import CircuitRunner
+
     if cfg.method == "acdc":
-        circuit = acdc(model, task, threshold=cfg.threshold, progress=ctx.show_progress)
-    elif cfg.method == "heads":
+        return acdc(model, task, threshold=cfg.threshold, progress=ctx.show_progress)
+    if cfg.method == "heads":
         candidates = (min(cfg.candidates, cfg.quick_candidates) if ctx.quick
                       else cfg.candidates)
-        circuit = head_circuit(model, task, cfg.ablation, reference, candidates=candidates,
-                               threshold=cfg.threshold, progress=ctx.show_progress)
-    elif cfg.method == "eap":
+        return head_circuit(model, task, cfg.ablation, reference, candidates=candidates,
+                            threshold=cfg.threshold, progress=ctx.show_progress)
+    if cfg.method == "eap":
         scores = edge_attribution(model, task, ablation=cfg.ablation, reference=reference)
-        circuit = eap_circuit(model, task, top_n=cfg.top_n, scores=scores,
-                              runner=CircuitRunner(model, task, cfg.ablation, reference))
+        return eap_circuit(model, task, top_n=cfg.top_n, scores=scores,
+                           runner=CircuitRunner(model, task, cfg.ablation, reference))
+    raise ConfigError(f"method must be 'acdc', 'heads' or 'eap', got {cfg.method!r}")
+
+
+def _induction_overlap(ctx: RunContext, model, circuit) -> list[str]:
+    """Summary lines: how many of the top-5 induction / previous-token heads of
+    :func:`interp.probes.induction.induction_scores` are in the circuit (adds the scores)."""
+    from interp.probes.induction import induction_scores, top_heads
+
+    # the #4 probe (seg_len 50), shortened to fit a small context (the toy: 49 tokens)
+    scores_df = induction_scores(model, seg_len=min(50, (model.cfg.n_ctx - 1) // 2))
+    ctx.add_table("induction_scores", scores_df)
+    mine = set(circuit.heads)
+    lines = []
+    for col in ("induction", "previous_token"):
+        top = [f"L{l}H{h}" for l, h in top_heads(scores_df, col, 5)]
+        lines.append(f"- top-5 {col} heads in the circuit: {len(mine & set(top))}/5 "
+                     f"({', '.join(h + ('*' if h in mine else '') for h in top)})")
+    return lines
+
+
+@experiment("circuits", CircuitsConfig)
+def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
+    """Patching, attribution and discovery for one model and task."""
+    from interp.circuits.discovery import circuit_figure
+    from interp.circuits.metrics import baseline
+    from interp.circuits.runner import CircuitRunner
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = _load_model(cfg, ctx)
+    if ctx.quick:
+        batch = cfg.quick_batch if cfg.quick_batch > 0 else max(2, cfg.batch // 4)
     else:
-        raise ValueError(f"method must be 'acdc', 'heads' or 'eap', got {cfg.method!r}")
+        batch = cfg.batch
+    make = _task_maker(cfg, model)
+    task = make(batch, cfg.seed)
+    reference = make(cfg.ref_batch, cfg.seed + 1000).clean if cfg.ablation == "mean" else None
+    ref = baseline(model, task)
+    ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
+    heads = _patching(cfg, ctx, model, task, batch)
+    na, corr, rank = _attribution(ctx, model, task, heads, ref["corrupted"])
+    circuit = _discover(cfg, ctx, model, task, reference)
     held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
     held_out = held.normalised(held.metric(circuit.mask))
     ctx.add_table("circuit_edges", circuit.edges)
@@ -159,14 +215,5 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         f"({held_out:.3f} on a held-out batch)",
     ]
     if cfg.task == "induction":
-        from interp.probes.induction import induction_scores, top_heads
-
-        # the #4 probe (seg_len 50), shortened to fit a small context (the toy: 49 tokens)
-        scores_df = induction_scores(model, seg_len=min(50, (model.cfg.n_ctx - 1) // 2))
-        ctx.add_table("induction_scores", scores_df)
-        mine = set(circuit.heads)
-        for col in ("induction", "previous_token"):
-            top = [f"L{l}H{h}" for l, h in top_heads(scores_df, col, 5)]
-            lines.append(f"- top-5 {col} heads in the circuit: {len(mine & set(top))}/5 "
-                         f"({', '.join(h + ('*' if h in mine else '') for h in top)})")
+        lines += _induction_overlap(ctx, model, circuit)
     ctx.add_text("\n".join(lines), at_top=True)

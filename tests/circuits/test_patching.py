@@ -9,10 +9,12 @@ import torch
 
 from interp.circuits.attribution import edge_attribution, node_attribution, spearman
 from interp.circuits.discovery import acdc, circuit_figure, eap_circuit, head_circuit, node_mask
-from interp.circuits.graph import CircuitRunner
-from interp.circuits.patching import (baseline, induction_task, kv_retrieval_task, metric_of,
-                                      patch_heads, patch_residual, path_patch, project,
-                                      run_cache)
+from interp.circuits.activation import patch_heads, patch_residual
+from interp.circuits.metrics import baseline, metric_of
+from interp.circuits.model import project, run_cache
+from interp.circuits.path import path_patch
+from interp.circuits.runner import CircuitRunner
+from interp.circuits.tasks import induction_task, kv_retrieval_task
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 import interp
-from interp.circuits.patching import induction_task, path_patch
+from interp.circuits.path import path_patch
+from interp.circuits.tasks import induction_task
 from tests.families.tiny import CAUSAL
 
 SENDERS = [(0, h) for h in range(4)]
@@ -55,7 +56,7 @@ def test_edge_circuits_reproduce_endpoints(tiny, name):
     edges against whole forwards)."""
     import torch
 
-    from interp.circuits.graph import CircuitRunner
+    from interp.circuits.runner import CircuitRunner
 
     model, task = tiny(name)
     r = CircuitRunner(model, task)
@@ -69,16 +70,18 @@ def test_a_model_the_graph_does_not_reproduce_is_refused(tiny, monkeypatch):
     """What the runner rebuilds is checked against a real forward first: with the
     post-attention norm hidden from it (as the old graph did), Gemma 3 is refused by name."""
     import interp.circuits.graph as graph
-    import interp.circuits.patching as patching
-    from interp.circuits.graph import CircuitRunner
+    import interp.circuits.model as plumbing
+    import interp.circuits.runner as runner
+    from interp.circuits.runner import CircuitRunner
 
     model, task = tiny("gemma3")
 
     def no_norm(model, layer, z):              # z @ W_O + b, the post-attention norm dropped
-        return patching._raw(model.blocks[layer].attn.o)(z.flatten(-2))
+        return plumbing._raw(model.blocks[layer].attn.o)(z.flatten(-2))
 
-    for mod in (graph, patching):
+    for mod in (plumbing, runner):             # every module that calls attn_write
         monkeypatch.setattr(mod, "attn_write", no_norm)
+    for mod in (plumbing, graph):              # every module that calls post_attention_norm
         monkeypatch.setattr(mod, "post_attention_norm", lambda model, layer: None)
     with pytest.raises(NotImplementedError, match="attention output written to the residual"):
         CircuitRunner(model, task)
@@ -90,7 +93,7 @@ def test_encoder_is_refused(family_dir):
     import torch
 
     from interp.circuits.graph import HeadGraph
-    from interp.circuits.patching import PatchingTask
+    from interp.circuits.tasks import PatchingTask
 
     model = interp.load_model(family_dir("bert"))
     ids = torch.randint(4, 260, (1, 8))

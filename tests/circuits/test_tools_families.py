@@ -30,8 +30,10 @@ import interp
 from interp.circuits import (acdc, composition_scores, eap_circuit, edge_attribution,
                              node_attribution, path_patch, patch_heads, patch_residual)
 from interp.circuits.ablation import ablate_heads, mean_z
-from interp.circuits.graph import CircuitRunner, HeadGraph, run_circuit
-from interp.circuits.patching import PatchingTask, induction_task, logprob_metric
+from interp.circuits.graph import HeadGraph
+from interp.circuits.metrics import logprob_metric
+from interp.circuits.runner import CircuitRunner, run_circuit
+from interp.circuits.tasks import PatchingTask, induction_task
 from interp.weights import head_weights
 from tests.circuits import brute as B
 from tests.families.tiny import CAUSAL, FAMILY_NAMES, load_reference
@@ -123,7 +125,7 @@ def test_gemma3_path_through_k_equals_brute_force(tiny, monkeypatch):
     from layer-0 heads into layer-1 heads equal the brute force; the old hand projection
     (``dz @ W_O`` added to the residual, no post-attention norm), forced here, misses them
     by about the whole effect."""
-    import interp.circuits.patching as patching
+    import interp.circuits.path as path
 
     model, task, _ = tiny("gemma3")
     senders, receivers = [(0, h) for h in range(4)], [(1, 1), (1, 2)]
@@ -134,7 +136,7 @@ def test_gemma3_path_through_k_equals_brute_force(tiny, monkeypatch):
         assert r.metric == pytest.approx(want, abs=TOL)
     effect = (df.metric - df.attrs["corrupted"]).abs()
     assert effect.max() > 5e-3
-    monkeypatch.setattr(patching, "projection_exact", lambda model, layers: None)
+    monkeypatch.setattr(path, "projection_exact", lambda model, layers: None)
     old = path_patch(model, task, senders, receivers, inputs=("k",), method="projection")
     assert (old.metric - df.metric).abs().max() > 0.5 * effect.max()
 

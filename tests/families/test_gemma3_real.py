@@ -57,7 +57,8 @@ def test_path_patch_sees_the_k_composition_path(gemma):
     """Sender L4H1 (a previous-token head) -> receiver L5H1 (the top induction head) via k:
     `auto` reads the receiver input from whole forwards (the post-attention norm makes the
     hand projection inexact, and it is refused)."""
-    from interp.circuits.patching import induction_task, path_patch
+    from interp.circuits.path import path_patch
+    from interp.circuits.tasks import induction_task
 
     model, _ = gemma
     task = induction_task(model, batch=4, seg_len=10, seed=0)

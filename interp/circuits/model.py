@@ -1,0 +1,229 @@
+"""Model plumbing of the circuit tools: the one module of :mod:`interp.circuits` that reads
+what a model family does.
+
+Architecture
+------------
+Everything a circuit tool needs to know about a layer beyond its hook points is asked here,
+through small functions: how many KV heads there are (:func:`n_kv_heads`), a head's output
+projection (:func:`w_out`, :func:`head_outputs`) and the layer's whole attention write with
+its post-attention norm (:func:`attn_write`, :func:`post_attention_norm`), a head's q/k/v
+rebuilt from the residual stream through the layer's own ``ln1`` and projection
+(:func:`project`), the block wiring (:func:`parallel_blocks`, :func:`has_mlps`), whether the
+model is causal (:func:`is_causal`), and whether the hand-built pieces reproduce the model
+(:func:`projection_exact`, :func:`edges_exact`). The other circuit modules read hook points
+and call these; none of them looks at a module name, a bridge class or a config flag.
+
+**Exact on every family or refused.** The hand projection ``ln1(resid + delta)`` is exact
+only where a head's write to the residual is linear in its ``z`` and the receiver reads
+``ln1(resid_pre)``. Gemma 2/3 (and OLMo-2) normalise the attention output before adding it
+(``ln1_post``): there a layer writes ``norm(sum_h z_h W_O[h] + b)``, which is not a sum of
+per-head writes, so path patching reads receiver inputs from whole forwards instead and the
+graph delivers a layer's heads together through :func:`attn_write`. Encoders (post-LN BERT:
+``ln1`` follows attention) are refused.
+
+**Checked, never assumed.** Before a tool uses what it rebuilds by hand, it is compared with
+the activations of a real forward (:func:`check_inputs`: every head's q/k/v from
+``hook_resid_pre``; :func:`check_writes`: the attention write from ``hook_z`` against
+``hook_attn_out``, and the per-head writes where there is no post-attention norm); a model
+where they differ is refused by name (:func:`close_or_refuse`), never approximated.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from interp.circuits.metrics import Metric
+from interp.errors import Refused
+from interp.hooks import attach
+from interp.models.loading import ensure_info
+
+INPUTS = ("q", "k", "v")
+
+
+def _raw(module):
+    """The wrapped torch module of a bridge component (no hook points of its own)."""
+    return getattr(module, "original_component", None) or getattr(module, "_original_component",
+                                                                  module)
+
+
+def is_causal(model) -> bool:
+    """False for encoders (post-LN BERT: ``ln1`` follows attention, so receiver inputs are not
+    ``ln1(resid_pre)``)."""
+    return bool(ensure_info(model).causal)
+
+
+def n_kv_heads(model) -> int:
+    """Number of key/value heads per layer (``n_heads`` without GQA)."""
+    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
+
+
+def has_mlps(model) -> bool:
+    """Whether the layers have MLPs whose output the graph sees (``hook_mlp_out``; False for
+    attention-only models)."""
+    return not bool(getattr(model.cfg, "attn_only", False)) and \
+        "blocks.0.hook_mlp_out" in model.hook_dict
+
+
+def parallel_blocks(model) -> bool:
+    """Whether attention and MLP of a layer read the same residual stream (GPT-NeoX
+    ``use_parallel_residual``), so a layer's heads do not feed its own MLP."""
+    return bool(getattr(model.cfg, "parallel_attn_mlp", False))
+
+
+def w_out(model, layer: int) -> torch.Tensor:
+    """``W_O`` of ``layer`` as ``[head, d_head, d_model]`` (head ``h`` writes ``z_h @ W_O[h]``)."""
+    lin = _raw(model.blocks[layer].attn.o)
+    w = lin.weight                                                  # [d_model, H*dh]
+    if type(lin).__name__ == "Conv1D":                              # GPT-2: [H*dh, d_model]
+        w = w.T
+    H, dh = model.cfg.n_heads, model.cfg.d_head
+    return w.T.reshape(H, dh, -1)
+
+
+def head_outputs(model, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """Per-head residual-stream writes ``[head, batch, pos, d_model]`` from ``z [b, pos, H, dh]``
+    (without the shared output bias)."""
+    return torch.einsum("bphe,hed->hbpd", z, w_out(model, layer).to(z.dtype))
+
+
+def project(model, layer: int, which: str, resid: torch.Tensor, head: int) -> torch.Tensor:
+    """Recompute ``hook_{which}`` of one head (a query head for q, a KV head for k/v) from a
+    residual-stream input ``resid [..., pos, d_model]`` through the layer's own ``ln1`` and
+    projection; returns ``[..., pos, d_head]`` (before RoPE, as ``hook_q``/``hook_k`` are)."""
+    block = model.blocks[layer]
+    lin = _raw(getattr(block.attn, which))
+    dh = model.cfg.d_head
+    w = lin.weight[head * dh:(head + 1) * dh]
+    b = None if lin.bias is None else lin.bias[head * dh:(head + 1) * dh]
+    return F.linear(_raw(block.ln1)(resid), w, b)
+
+
+def post_attention_norm(model, layer: int):
+    """The raw module that normalises ``layer``'s attention output before the residual add
+    (Gemma 2/3 ``post_attention_layernorm``, the bridge's ``ln1_post``), or None."""
+    block = model.blocks[layer]
+    return _raw(block.ln1_post) if "ln1_post" in block._modules else None
+
+
+def attn_write(model, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """What ``layer``'s attention adds to the residual stream for head outputs
+    ``z [..., pos, head, d_head]`` (``hook_z`` layout), through the layer's own modules: the
+    output projection (with its bias) and, where the layer has one, the post-attention norm.
+    Returns ``[..., pos, d_model]``. Not linear in ``z`` when there is a norm;
+    :func:`check_writes` verifies it against ``hook_attn_out`` of a real forward."""
+    out = _raw(model.blocks[layer].attn.o)(z.flatten(-2))
+    post = post_attention_norm(model, layer)
+    return out if post is None else post(out)
+
+
+def close_or_refuse(got: torch.Tensor, want: torch.Tensor, who: str, what: str) -> None:
+    """Refuse (:class:`~interp.errors.Refused`, a ``NotImplementedError``) when a quantity a
+    tool rebuilds from the model's modules (``got``) is not what the model's own forward
+    computed (``want``, same shape): relative tolerance 1e-3 of ``want``'s scale in float32
+    (3e-2 in half precision)."""
+    got, want = got.detach().float(), want.detach().float()
+    scale = float(want.abs().max().clamp_min(1e-6))
+    err = float((got - want).abs().max())
+    tol = (1e-3 if min(got.element_size(), want.element_size()) >= 4 else 3e-2) * scale
+    if not err <= tol:
+        raise Refused(
+            f"{who}: {what} rebuilt from the layer's own modules differs from the model's "
+            f"forward by {err:.3g} (scale {scale:.3g}), so this model computes something the "
+            f"tool does not reproduce. Refusing rather than computing something different "
+            f"from the model.")
+
+
+def check_inputs(model, layer: int, cache: dict, who: str) -> None:
+    """Every head's q/k/v of ``layer`` (``[batch, pos, head, d_head]``), rebuilt by
+    :func:`project` from ``blocks.{layer}.hook_resid_pre``, equals ``hook_q/k/v`` in ``cache``
+    (a real forward)."""
+    from interp.families import describe_layers
+
+    spec = describe_layers(model)[layer]
+    resid = cache[f"blocks.{layer}.hook_resid_pre"]
+    for x in INPUTS:
+        want = cache[f"blocks.{layer}.attn.hook_{x}"]
+        got = torch.stack([project(model, layer, x, resid, h) for h in range(want.shape[2])], 2)
+        close_or_refuse(got, want, who, f"{spec.describe()}: hook_{x} (ln1 + {x} projection "
+                                        f"of the residual stream)")
+
+
+def check_writes(model, layer: int, cache: dict, who: str, per_head: bool = True) -> None:
+    """``layer``'s attention write rebuilt from ``hook_z`` (:func:`attn_write`) equals
+    ``hook_attn_out`` (``[batch, pos, d_model]``); with ``per_head`` (layers without a
+    post-attention norm) the per-head writes of :func:`head_outputs` plus the output bias
+    also add up to it."""
+    from interp.families import describe_layers
+
+    spec = describe_layers(model)[layer]
+    z, want = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.hook_attn_out"]
+    close_or_refuse(attn_write(model, layer, z), want, who,
+                    f"{spec.describe()}: the attention output written to the residual stream")
+    if per_head and post_attention_norm(model, layer) is None:
+        bias = _raw(model.blocks[layer].attn.o)(torch.zeros_like(z.flatten(-2)))
+        close_or_refuse(head_outputs(model, layer, z).sum(0) + bias, want, who,
+                        f"{spec.describe()}: the sum of per-head writes z_h @ W_O[h]")
+
+
+def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
+              grad_metric: Metric | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """One forward of ``tokens [batch, seq]`` caching the activations ``names`` (detached, in
+    their hook layouts); returns ``(metric, cache)`` (metric NaN without ``grad_metric``).
+    With ``grad_metric``, also backpropagates it and caches gradients as ``"grad:" + name``."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def saver(key: str):          # keyed by the name asked for (hook.name may be an alias)
+        def fn(act, hook):
+            cache[key] = act.detach()
+
+        return fn
+
+    fwd = [(n, saver(n)) for n in names]
+    if grad_metric is None:
+        with torch.no_grad(), attach(model, fwd):
+            model(tokens)
+        return float("nan"), cache
+    with torch.enable_grad(), attach(model, fwd, [(n, saver("grad:" + n)) for n in names]):
+        logits = model(tokens)
+        m = grad_metric(logits)
+        m.backward()
+    model.zero_grad(set_to_none=True)
+    return float(m.detach()), cache
+
+
+@torch.no_grad()
+def projection_exact(model, layers: Sequence[int]) -> str | None:
+    """None when :func:`project` reproduces the receiver inputs of ``layers`` exactly, else the
+    reason it does not (a norm after attention, an encoder, an unsupported layer)."""
+    from interp.families import describe_layers
+
+    specs = describe_layers(model)
+    for layer in layers:
+        spec, block = specs[layer], model.blocks[layer]
+        if not spec.causal:
+            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
+        if "ln1_post" in block._modules:
+            return (f"{spec.describe()}: the attention output is normalised before the residual "
+                    f"(post_attention_layernorm), so a head's write is not z @ W_O")
+        if spec.unsupported:
+            return f"{spec.describe()}: {spec.unsupported[0]}"
+    return None
+
+
+def edges_exact(model) -> str | None:
+    """None when the edge-level graph (:mod:`interp.circuits.graph`: ACDC, EAP, edge
+    attribution, ``head_circuit``) applies to ``model``, else the reason: encoders (post-LN:
+    ``ln1`` follows attention, so receivers do not read the residual stream) and layers with
+    features no interp consumer reproduces. Post-attention norms (Gemma 2/3) and parallel
+    attention + MLP blocks (GPT-NeoX) are handled by the graph itself; what it rebuilds is
+    checked against a real forward before use (:func:`check_inputs`, :func:`check_writes`)."""
+    from interp.families import describe_layers
+
+    for spec in describe_layers(model):
+        if not spec.causal:
+            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
+        if spec.unsupported:
+            return f"{spec.describe()}: {spec.unsupported[0]}"
+    return None
