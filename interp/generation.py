@@ -34,6 +34,9 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
+from interp.errors import InputError, Refused
+from interp.families import family_name
+
 STOP_STRINGS = ("<|im_end|>", "<|endoftext|>")
 
 
@@ -99,35 +102,26 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _family(model) -> str:
-    info = getattr(model, "interp_info", None)
-    if getattr(info, "family", None):
-        return str(info.family)
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    return str(getattr(cfg, "model_type", type(model).__name__))
-
-
 def _check_can_generate(model) -> None:
     """Refuse models whose greedy continuation would be silently meaningless or wrong."""
     if _is_bridge(model):
         info = getattr(model, "interp_info", None)
         if info is not None and not info.causal:
-            raise NotImplementedError(
-                f"greedy generation: {info.name} (family {_family(model)}) is a bidirectional "
+            raise Refused(
+                f"greedy generation: {info.name} (family {family_name(model)}) is a bidirectional "
                 f"encoder; it predicts masked tokens from both sides and does not generate "
                 f"text left to right")
         return
     can = getattr(model, "can_generate", None)
     if callable(can) and not can():
-        raise NotImplementedError(
-            f"greedy generation: {type(model).__name__} (family {_family(model)}) is not a "
+        raise Refused(
+            f"greedy generation: {type(model).__name__} (family {family_name(model)}) is not a "
             f"causal LM (transformers says it cannot generate); an encoder predicts masked "
             f"tokens and does not generate text left to right")
     wrapped = next((m for m in model.modules()
                     if type(m).__module__.startswith("transformer_lens.")), None)
     if wrapped is not None:
-        raise ValueError(
+        raise InputError(
             f"greedy generation: this {type(model).__name__} has a TransformerLens bridge "
             f"booted around it (its modules are bridge components now, e.g. "
             f"{type(wrapped).__name__}), and its own KV cache then gives wrong tokens; "
@@ -140,9 +134,9 @@ def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
     """Greedy continuation of ``prompt_ids`` (no BOS added). Returns ``(new_ids, stopped)``;
     ``new_ids`` ends with the stop token when ``stopped``."""
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if len(prompt_ids) == 0:
-        raise ValueError("prompt is empty")
+        raise InputError("prompt is empty")
     _check_can_generate(model)
     stops = set(int(s) for s in stop_ids)
     dev = _device(model)
@@ -194,7 +188,7 @@ def greedy_generate(model, prompt: str | Sequence[Mapping[str, str]] | Sequence[
     """
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
-        raise ValueError("no tokenizer: pass tokenizer= (plain HF models carry none)")
+        raise InputError("no tokenizer: pass tokenizer= (plain HF models carry none)")
     if isinstance(prompt, str):
         ids = chat_ids(tok, prompt) if chat else tok(prompt, add_special_tokens=False).input_ids
     elif len(prompt) and isinstance(prompt[0], Mapping):

@@ -6,15 +6,16 @@ Architecture
 shadows the bridge attention component's ``forward`` with an instance attribute (the
 class method stays untouched), so on exit deleting that attribute restores the model
 bit for bit; nothing else of the model changes (no weights, no hooks). The swapped
-forward (:mod:`interp.swap_layers`, one per bridge class) reuses the layer's own pieces, in
-the same order and through the same hook points as TransformerLens:
+forward (the model's family adapter, :meth:`interp.families.Family.swapped_forward`) reuses
+the layer's own pieces, in the same order and through the same hook points as
+TransformerLens:
 
     hidden [b, n, d_model] -> hook_in -> q/k/v (hook_q/hook_k/hook_v fire)
     -> q/k norm where the layer has one -> RoPE, full or partial (hook_rot_q/hook_rot_k)
     -> impl(q [b, h, n, d], k [b, kv_h, n, d], v [b, kv_h, n, d]) under the layer's own
        sliding window and soft-capping -> o (hook_z fires) -> hook_out
 
-What each layer does is read once from :func:`interp.families.layers.describe_layers`. A layer
+What each layer does is read once from :func:`interp.families.describe_layers`. A layer
 the implementation cannot reproduce exactly is refused before anything is swapped, with a
 ``NotImplementedError`` naming the layer type and why (e.g. linear attention on a Gemma 2
 soft-capped layer): never a silent approximation. ``ignore=("sliding_window",)`` /
@@ -39,8 +40,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from interp.attention import AttentionImpl, get as get_attention
-from interp.families import describe_layers
-from interp.swap_layers import FORWARDS, IGNORABLE, check_layer
+from interp.errors import InputError
+from interp.families import describe_layers, family_of
+from interp.families.attend import IGNORABLE, check_features
 
 _ACTIVE = "_interp_swapped_layers"
 
@@ -54,10 +56,10 @@ def _resolve_layers(model, layers: int | Sequence[int] | None) -> list[int]:
     out = []
     for layer in layers:
         if not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"layer {layer!r} is out of range for a {n}-layer model")
+            raise InputError(f"layer {layer!r} is out of range for a {n}-layer model")
         out.append(layer % n)
     if len(set(out)) != len(out):
-        raise ValueError(f"layers {list(layers)} names a layer twice")
+        raise InputError(f"layers {list(layers)} names a layer twice")
     return sorted(out)
 
 
@@ -66,7 +68,7 @@ def _impls_per_layer(impl: AttentionImpl | str, specs, options: dict) -> list[At
     (scale, head size) with the layer's own scale and head size unless ``options`` set them."""
     if not isinstance(impl, str):
         if options:
-            raise ValueError("options are only accepted with an implementation name")
+            raise InputError("options are only accepted with an implementation name")
         if not isinstance(impl, AttentionImpl):
             raise TypeError(f"impl must be an AttentionImpl or a registry name, got {type(impl)}")
         return [impl] * len(specs)
@@ -112,16 +114,18 @@ def swap_attention(model, impl: AttentionImpl | str, layers: int | Sequence[int]
     ignore = tuple(ignore)
     bad = sorted(set(ignore) - set(IGNORABLE))
     if bad:
-        raise ValueError(f"ignore= accepts {IGNORABLE}, got {bad}")
+        raise InputError(f"ignore= accepts {IGNORABLE}, got {bad}")
     chosen = _resolve_layers(model, layers)
     specs = [describe_layers(model)[layer] for layer in chosen]
     impls = _impls_per_layer(impl, specs, options)
+    family = family_of(model)
     for spec, one in zip(specs, impls):
-        check_layer(spec, one, ignore)
+        family.check_swappable(spec)
+        check_features(spec, one, ignore)
     active: dict[int, str] = model.__dict__.setdefault(_ACTIVE, {})
     clash = [layer for layer in chosen if layer in active]
     if clash:
-        raise ValueError(f"layers {clash} are already swapped ({active}); nest swaps on "
+        raise InputError(f"layers {clash} are already swapped ({active}); nest swaps on "
                          f"disjoint layers only")
     hf_config = getattr(getattr(model, "original_model", None), "config", None)
     old_impl = getattr(hf_config, "_attn_implementation", None) if hf_config else None
@@ -131,7 +135,7 @@ def swap_attention(model, impl: AttentionImpl | str, layers: int | Sequence[int]
     try:
         for layer, spec, one in zip(chosen, specs, impls):
             attn = model.blocks[layer].attn
-            fwd = FORWARDS[spec.bridge]
+            fwd = family.swapped_forward
 
             def swapped(*args, _attn=attn, _fwd=fwd, _impl=one, _spec=spec, **kwargs):
                 return _fwd(_attn, _impl, _spec, ignore, *args, **kwargs)

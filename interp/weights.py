@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interp.families import family_of
+from interp.families.tl import raw
+
 
 @dataclass
 class HeadWeights:
@@ -66,10 +69,6 @@ class HeadWeights:
     @property
     def n_heads(self) -> int:
         return self.W_Q.shape[1]
-
-
-def _raw(module):
-    return getattr(module, "original_component", None) or module
 
 
 def _weight(comp) -> torch.Tensor | None:
@@ -95,7 +94,7 @@ def norm_fold(norm, d: int, name: str = "norm") -> tuple[torch.Tensor, bool] | N
     """
     if norm is None:
         return None
-    comp = _raw(norm)
+    comp = raw(norm)
     param = next(iter(comp.parameters()), None)
     dev = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -145,7 +144,7 @@ def embed_scale(model) -> float:
     """
     W_E = model.W_E.detach()
     ids = torch.arange(min(16, W_E.shape[0]), device=W_E.device)
-    e = _raw(model.embed)(ids).float()
+    e = family_of(model).embedding()(ids).float()
     w = W_E[ids].float()
     c = float((e * w).sum() / (w * w).sum().clamp_min(1e-30))
     if float((e - c * w).abs().max()) > 1e-3 * float(e.abs().max().clamp_min(1e-6)):
@@ -184,25 +183,25 @@ def head_weights(model, fold_norms: bool = True) -> HeadWeights:
             if fold is not None:
                 seen.add(f"{what} scale" + (" and centering" if fold[1] else ""))
 
-        for layer, block in enumerate(model.blocks):
-            mods = block._modules
-            ln1 = norm_fold(mods.get("ln1"), d, f"layer {layer} ln1")
+        family = family_of(model)
+        for layer in range(len(model.blocks)):
+            mods = family.norm_modules(layer)
+            ln1 = norm_fold(mods["ln1"], d, f"layer {layer} ln1")
             if ln1 is not None:
                 W_Q[layer], W_K[layer], W_V[layer] = (_fold_rows(W_Q[layer], ln1),
                                                       _fold_rows(W_K[layer], ln1),
                                                       _fold_rows(W_V[layer], ln1))
             note("ln1", ln1)
-            attn = block.attn._modules
-            for key, W in (("q_norm", W_Q), ("k_norm", W_K)):
-                qk = norm_fold(attn.get(key), dh, f"layer {layer} {key}")
+            for key, W in (("query_norm", W_Q), ("key_norm", W_K)):
+                qk = norm_fold(mods[key], dh, f"layer {layer} {key.replace('_', ' ')}")
                 if qk is not None:
                     W[layer] = _fold_cols(W[layer], qk)
                 note("q/k norm", qk)
-            post = norm_fold(mods.get("ln1_post"), d, f"layer {layer} ln1_post")
+            post = norm_fold(mods["post_attention"], d, f"layer {layer} post-attention norm")
             if post is not None:                        # Gemma: norm(attn_out) -> residual
                 W_O[layer] = _fold_cols(W_O[layer], post)
             note("post-attention norm", post)
-        final = norm_fold(getattr(model, "ln_final", None), d, "ln_final")
+        final = norm_fold(family.final_norm(), d, "ln_final")
         if final is not None:
             W_U = _fold_rows(W_U, final)
         note("final norm", final)

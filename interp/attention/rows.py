@@ -128,7 +128,7 @@ class RowBlockSoftmaxAttention(SoftmaxAttention):
 
     def attend_layer(self, q: Tensor, k: Tensor, v: Tensor, *, layer: int, causal: bool,
                      window: int | None, softcap: float | None) -> Tensor:
-        """The swapped-layer entry point (:func:`interp.swap_layers.attend`): the layer's own
+        """The swapped-layer entry point (:func:`interp.families.attend.attend`): the layer's own
         window and soft-capping, and ``on_rows`` told which layer the rows belong to."""
         cb = None if self.on_rows is None else (
             lambda i0, j0, p: self.on_rows(layer, i0, j0, p))

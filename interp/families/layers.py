@@ -3,11 +3,14 @@
 Architecture
 ------------
 Every consumer that replaces or recomputes a layer's attention by hand (the swap, the
-streaming cache, path patching) must reproduce *everything* the layer does, or refuse. The
-facts live here, in one place: :func:`describe_layers` reads them from the HF config and the
-HF attention modules the TransformerLens bridge wraps, into one :class:`LayerAttention` per
-layer. Consumers apply what they can reproduce and refuse the rest by name with
-:func:`refuse` (``NotImplementedError`` naming the layer, the feature and why).
+streaming cache, blockwise probes, path patching) must reproduce *everything* the layer does,
+or refuse. :func:`describe_layer` reads the facts from the HF config and the HF attention
+module into one :class:`LayerAttention`; each family adapter (:mod:`interp.families`) calls
+it for its layers and adds what only it knows (GPT-2's scale rule, the toy's native
+attention), and :func:`interp.families.describe_layers` caches the list on the model.
+Consumers apply what they can reproduce and refuse the rest by name with :func:`refuse`
+(:class:`~interp.errors.Refused`, a ``NotImplementedError`` naming the layer, the feature and
+why).
 
 What is described (HF names in brackets):
 
@@ -30,13 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from interp.errors import Refused
-
-#: bridge attention classes that interp's consumers know how to recompute
-ROTARY = "PositionEmbeddingsAttentionBridge"
-JOINT_QKV = "JointQKVAttentionBridge"
-JOINT_QKV_ROTARY = "JointQKVPositionEmbeddingsAttentionBridge"
-DELEGATING = "AttentionBridge"          # calls the HF module itself (BERT)
-NATIVE = "NativeAttention"              # interp's toy models
 
 
 @dataclass(frozen=True)
@@ -103,12 +99,6 @@ def refuse(spec: LayerAttention, who: str, feature: str, why: str) -> Refused:
         f"Refusing rather than computing something different from the model.")
 
 
-def _hf_config(model):
-    hf = getattr(model, "original_model", None)
-    cfg = getattr(hf, "config", None)
-    return getattr(cfg, "text_config", None) or cfg if cfg is not None else None
-
-
 def _first(obj, *names, default=None):
     for name in names:
         val = getattr(obj, name, None)
@@ -167,12 +157,16 @@ def _unsupported(hf_attn, cfg, bridge_cfg) -> list[str]:
     return out
 
 
+#: HF model types whose ``sliding_window`` applies to every layer (no ``layer_types``)
+WHOLE_MODEL_WINDOW = ("mistral", "phi3", "mixtral", "starcoder2")
+
+
 def _sliding_window(model_type: str, cfg, hf_attn, layer_type: str) -> int | None:
     if hasattr(hf_attn, "sliding_window"):          # Gemma 2/3, Qwen2/3: per layer
         return hf_attn.sliding_window
     if layer_type == "sliding_attention":
         return getattr(cfg, "sliding_window", None)
-    if model_type in ("mistral", "phi3", "mixtral", "starcoder2"):   # whole-model window
+    if model_type in WHOLE_MODEL_WINDOW:
         return getattr(cfg, "sliding_window", None)
     return None
 
@@ -194,12 +188,6 @@ def describe_layer(cfg, hf_attn, layer: int, *, causal: bool, bridge: str,
                   else "sliding_attention" if window is not None else "full_attention")
     scaling = float(_first(hf_attn, "scaling", default=head_dim ** -0.5))
     unsupported = _unsupported(hf_attn, cfg, bridge_cfg)
-    if model_type == "gpt2":
-        scaling = head_dim ** -0.5 if getattr(cfg, "scale_attn_weights", True) else 1.0
-        if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
-            scaling /= float(layer + 1)
-        if not getattr(cfg, "scale_attn_weights", True):
-            unsupported.append("unscaled scores (scale_attn_weights=False)")
     softcap = _first(hf_attn, "attn_logit_softcapping")
     return LayerAttention(
         layer=layer, family=model_type, bridge=bridge, layer_type=layer_type,
@@ -210,61 +198,3 @@ def describe_layer(cfg, hf_attn, layer: int, *, causal: bool, bridge: str,
         rotary_dim=int(head_dim * _rotary_fraction(cfg)) if rotary else None,
         rope_theta=_rope_theta(cfg, layer_type) if rotary else None,
         unsupported=tuple(unsupported))
-
-
-def describe_hf_layers(hf_model, causal: bool = True) -> list[LayerAttention]:
-    """:class:`LayerAttention` per layer of a plain HF decoder whose layers are
-    ``model.layers[i].self_attn`` (Llama-style; used by :mod:`interp.streaming`).
-
-    Raises:
-        NotImplementedError: another module layout (GPT-2, GPT-NeoX, BERT, ...).
-    """
-    inner = getattr(hf_model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None or not hasattr(layers[0], "self_attn"):
-        raise NotImplementedError(
-            f"{type(hf_model).__name__}: expected a Llama-style layout "
-            f"(model.layers[i].self_attn); this model is laid out differently")
-    cfg = getattr(hf_model.config, "text_config", None) or hf_model.config
-    rotary = hasattr(inner, "rotary_emb")
-    return [describe_layer(cfg, layer.self_attn, i, causal=causal, bridge="hf", rotary=rotary)
-            for i, layer in enumerate(layers)]
-
-
-def describe_layers(model) -> list[LayerAttention]:
-    """One :class:`LayerAttention` per layer of a bridge (or interp toy model).
-
-    Args:
-        model: a ``TransformerBridge`` (from :func:`interp.load_model` / :func:`interp.wrap`).
-
-    Returns:
-        ``[LayerAttention] * n_layers``; cached on the model (``model._interp_layers``).
-    """
-    cached = model.__dict__.get("_interp_layers")
-    if cached is not None:
-        return cached
-    from transformer_lens.model_bridge.sources.native.model import NativeAttention
-
-    cfg = _hf_config(model)
-    info = getattr(model, "interp_info", None)
-    causal = bool(getattr(info, "causal", True))
-    out = []
-    for layer, block in enumerate(model.blocks):
-        attn = block.attn
-        hf_attn = getattr(attn, "original_component", None)
-        if isinstance(hf_attn, NativeAttention):
-            out.append(LayerAttention(
-                layer=layer, family="toy", bridge=NATIVE, layer_type="full_attention",
-                n_heads=hf_attn.n_heads, n_kv_heads=hf_attn.n_kv_heads, head_dim=hf_attn.d_head,
-                scaling=1.0 / hf_attn.scale, causal=bool(hf_attn.causal),
-                rotary_dim=hf_attn.d_head if hf_attn.rotary is not None else None))
-            continue
-        if cfg is None:
-            raise ValueError(f"{type(model).__name__} carries no HF config (original_model); "
-                             f"load it with interp.load_model or interp.wrap")
-        rotary = "hook_rot_q" in attn._modules or hasattr(attn, "hook_cos")
-        out.append(describe_layer(cfg, hf_attn, layer, causal=causal,
-                                  bridge=type(attn).__name__, rotary=rotary,
-                                  bridge_cfg=getattr(model, "cfg", None)))
-    model.__dict__["_interp_layers"] = out
-    return out

@@ -16,7 +16,8 @@ class ModelInfo:
         causal: decoder (True) or bidirectional encoder (False).
         has_lm_head: False when logits are meaningless (MiniLM's untrained head).
         n_ctx: longest sequence the model accepts.
-        family: HF ``model_type`` (``"llama"``, ``"gemma3_text"``, ...; ``"toy"``).
+        family: the family as the HF config names it (``"llama"``, ``"gemma3_text"``, ...;
+            ``"toy"``); :func:`interp.families.family_name`.
         bos_token_id: the tokenizer's beginning-of-sequence id (None when it has none).
     """
 

@@ -10,7 +10,7 @@ or a ``.gguf`` file), then a hub id ``owner/name``. The last three end here:
     spec -> (hf_model, tokenizer) via transformers' from_pretrained (eager attention)
          -> :func:`wrap` -> TransformerBridge.boot_transformers(hf_model=..., tokenizer=...)
          -> interp_info (family, causal, n_ctx, bos) + a check of every layer's attention
-            description (:func:`interp.families.layers.describe_layers`)
+            description (:func:`interp.families.describe_layers`)
 
 Nothing from the checkpoint runs as code: ``trust_remote_code`` stays off unless the caller
 passes it, and a model that needs it is refused with a message naming the option. Weights are
@@ -26,12 +26,11 @@ from pathlib import Path
 
 import torch
 
-from interp.errors import ModelLoadError
+from interp.errors import InputError, ModelLoadError, Refused
+from interp.families.registry import check_family, family_name
 from interp.models.info import ModelInfo
 from interp.models.pretrained import _quiet_transformers
 
-#: HF model types loaded as masked-LM encoders (the bridge wraps ``*ForMaskedLM``)
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -45,8 +44,9 @@ def looks_like_hub_id(spec: str) -> bool:
 def _model_class(config):
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    archs = getattr(config, "architectures", None) or []
-    if config.model_type in ENCODER_TYPES or any(a.endswith("ForMaskedLM") for a in archs):
+    from interp.families.registry import encoder_config
+
+    if encoder_config(config):
         return AutoModelForMaskedLM, False
     return AutoModelForCausalLM, True
 
@@ -164,8 +164,6 @@ def wrap(hf_model, tokenizer=None, *, name: str | None = None, kind: str = "wrap
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.families import describe_layers
-
     _quiet_transformers()
     config = getattr(hf_model, "config", None)
     if config is None:
@@ -180,22 +178,17 @@ def wrap(hf_model, tokenizer=None, *, name: str | None = None, kind: str = "wrap
             getattr(config, "_name_or_path", "") or type(hf_model).__name__,
             hf_model=hf_model, tokenizer=tokenizer, device=p.device, dtype=p.dtype)
     except (ValueError, KeyError, NotImplementedError) as e:
-        raise NotImplementedError(
+        raise Refused(
             f"TransformerLens has no exact adapter for {type(hf_model).__name__} "
-            f"(model_type {config.model_type!r}): {str(e).splitlines()[0][:300]}") from e
+            f"(family {family_name(config)!r}): {str(e).splitlines()[0][:300]}") from e
     model.eval()
     _, causal = _model_class(config)
     bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
     model.interp_info = ModelInfo(
         name=name or f"wrapped:{type(hf_model).__name__}", kind=kind, causal=causal,
-        has_lm_head=has_lm_head, n_ctx=_n_ctx(config, model), family=str(config.model_type),
+        has_lm_head=has_lm_head, n_ctx=_n_ctx(config, model), family=family_name(config),
         bos_token_id=None if bos is None else int(bos))
-    for spec in describe_layers(model):
-        bad = [u for u in spec.unsupported if "scale_attn_weights" in u]
-        if bad:   # the bridge itself would compute this layer differently from HF
-            raise NotImplementedError(
-                f"{spec.describe()}: {bad[0]} is not reproduced by the TransformerLens bridge; "
-                f"its hooks and logits would differ from the model's")
+    check_family(model)     # the bridge itself would compute a layer differently from HF
     return model
 
 
@@ -208,13 +201,13 @@ def ensure_info(model) -> ModelInfo:
     hf = getattr(model, "original_model", None)
     config = getattr(hf, "config", None)
     if config is None:
-        raise ValueError(f"{type(model).__name__} has no interp_info and no HF config; load it "
+        raise InputError(f"{type(model).__name__} has no interp_info and no HF config; load it "
                          f"with interp.load_model or interp.wrap")
     _, causal = _model_class(config)
     tok = getattr(model, "tokenizer", None)
     bos = getattr(tok, "bos_token_id", None)
     info = ModelInfo(name=str(getattr(config, "_name_or_path", "") or "bridge"), kind="wrapped",
                      causal=causal, has_lm_head=True, n_ctx=_n_ctx(config, model),
-                     family=str(config.model_type), bos_token_id=None if bos is None else int(bos))
+                     family=family_name(config), bos_token_id=None if bos is None else int(bos))
     model.interp_info = info
     return info

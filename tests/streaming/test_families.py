@@ -1,6 +1,6 @@
 """StreamingLM on every causal family of tests/families/tiny.py: exact against HF, or refused.
 
-For a family StreamingLM supports (``SUPPORTED_FAMILIES``, keyed by HF ``model_type``):
+For a family StreamingLM supports (``interp.families.streaming_families()``, keyed by HF model type):
 
 - dense: a never-evicting cache over a prompt longer than the sliding windows (24 tokens,
   windows of 6) gives HF eager's full-forward logits within 1e-4, decoding token by token and
@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from interp.streaming import StreamingLM
-from interp.streaming.decoder import SUPPORTED_FAMILIES
+from interp.families import streaming_families
 from tests.families.tiny import CAUSAL, VOCAB, WINDOW, load_reference
 
 T = 4 * WINDOW             # prompt length: 24 tokens, longer than windows and capacity
@@ -110,7 +110,7 @@ def _load(name, family_dir):
 def test_streaming_exact_or_refused(name, family_dir, ids):
     hf = _load(name, family_dir)
     family = _model_type(hf)
-    if family not in SUPPORTED_FAMILIES:
+    if family not in streaming_families():
         with pytest.raises(NotImplementedError, match=family):
             StreamingLM(hf)
         return
