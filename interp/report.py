@@ -177,7 +177,7 @@ class _Item:
 class Report:
     """Build a run report item by item, then :meth:`save` it as one offline HTML page.
 
-    Example::
+    Example (``attention_view`` from :mod:`interp.probes.patterns`)::
 
         rep = Report("quickstart on smollm2-135m", config={"model": "smollm2-135m"})
         rep.add_text("Top induction head: **L18H6**")

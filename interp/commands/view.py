@@ -45,7 +45,7 @@ def cmd_view(args) -> int:
     from interp.models.registry import load_model
     from interp.paths import PathError, check_output_path, file_error, read_text_file
     from interp.probes.common import check_prompt_text, check_tokens, context_length, encode
-    from interp.viz import attention_view
+    from interp.probes.patterns import attention_view
 
     # everything that needs no model first: a typo costs no model load
     out = Path(args.out)

@@ -114,7 +114,8 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
     from interp.probes.induction import induction_scores, repeated_random_tokens, top_heads
     from interp.probes.locality import locality_scores
     from interp.probes.sink import sink_scores, sink_summary
-    from interp.viz import attention_view, head_heatmap, matrix_heatmap, sink_curves
+    from interp.probes.patterns import attention_view
+    from interp.viz import head_heatmap, matrix_heatmap, sink_curves
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

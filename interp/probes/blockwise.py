@@ -1,5 +1,5 @@
-"""Long-context probes: reduce each layer's attention pattern a block of query rows at a
-time, never holding an ``[n, n]`` pattern.
+"""The blockwise method of the probe runner (:mod:`interp.probes.protocol`): reduce each
+layer's attention pattern a block of query rows at a time, never holding an ``[n, n]`` pattern.
 
 Why: a probe that hooks ``hook_pattern`` holds ``batch x heads x n x n`` floats per layer
 (an 8192-token probe of SmolLM2 holds 2.4 GB per layer; a 64k-token one 150 GB). Every probe
@@ -12,14 +12,16 @@ How: :func:`run_blockwise` swaps every layer up to the last probed one for
 ``softmax_rows`` (:mod:`interp.attention.rows`: the layer's exact softmax attention,
 with its own scale, sliding window and soft-capping, computed a block of query rows at a
 time), hands each probed layer's row blocks ``probs [b, h, rows, span]`` to the probe's
-reducer, and stops the forward right after the last probed layer (a probe needs no
-logits). Memory: the model's activations (``O(n d)`` per layer) plus one block of
-``max_floats`` scores. Hooks are removed and the swap is undone whatever happens.
+reducer (:meth:`RowProbe.reduce <interp.probes.protocol.RowProbe.reduce>`), and stops the
+forward right after the last probed layer (a probe needs no logits). Memory: the model's
+activations (``O(n d)`` per layer) plus one block of ``max_floats`` scores. Hooks are removed
+and the swap is undone whatever happens.
 
 The swapped forward is the one :func:`interp.swap_attention` uses (tested equal to each
 family's own forward); families it cannot reproduce are refused with its error, naming
-the layer feature. ``method="pattern"`` (the model's own ``hook_pattern``) stays the
-reference; :func:`choose_method` picks between them.
+the layer feature. ``method="pattern"`` (the model's own ``hook_pattern``,
+:func:`interp.probes.protocol.run_pattern`) stays the reference; :func:`choose_method` picks
+between them (:data:`METHODS` is also the CLI's ``--method`` choices).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from interp.errors import InputError
 from interp.hooks import attach
 from interp.swap import swap_attention
 
@@ -42,18 +45,27 @@ BLOCK_FLOATS = 1 << 24
 Reducer = Callable[[int, int, int, torch.Tensor], None]
 
 
-class _StopForward(Exception):
-    """Raised after the last probed layer's last row block: the probe has what it needs."""
+class StopForward(Exception):
+    """Raised after the last probed layer's pattern (its last row block): the probe has what
+    it needs, the rest of the forward is skipped."""
+
+
+def probed_layers(layers: Sequence[int]) -> list[int]:
+    """The distinct probed layers in order; InputError when there are none."""
+    probed = sorted({int(layer) for layer in layers})
+    if not probed:
+        raise InputError("no layers to probe")
+    return probed
 
 
 def choose_method(model, tokens: torch.Tensor, method: str) -> str:
     """``"pattern"`` or ``"blockwise"`` for a probe of ``tokens [b, n]`` on ``model``.
 
     ``"auto"``: blockwise when one layer's ``[b, h, n, n]`` pattern would exceed
-    :data:`AUTO_PATTERN_FLOATS` floats, else the pattern hook. Raises ValueError for an
-    unknown method."""
+    :data:`AUTO_PATTERN_FLOATS` floats, else the pattern hook. Raises
+    :class:`~interp.errors.InputError` for an unknown method."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
     b, n = tokens.shape[:2]
@@ -76,12 +88,11 @@ def run_blockwise(model, tokens: torch.Tensor, layers: Sequence[int], reduce: Re
         max_floats / block_rows: row-block size (see :mod:`interp.attention.rows`).
 
     Raises:
-        NotImplementedError: a layer the swapped forward cannot reproduce exactly (its
+        InputError: no layers to probe.
+        Refused: a layer the swapped forward cannot reproduce exactly (its
             message names the layer feature; use ``method="pattern"``).
     """
-    probed = sorted({int(layer) for layer in layers})
-    if not probed:
-        raise ValueError("no layers to probe")
+    probed = probed_layers(layers)
     last, n = probed[-1], int(tokens.shape[1])
     wanted = set(probed)
 
@@ -89,14 +100,14 @@ def run_blockwise(model, tokens: torch.Tensor, layers: Sequence[int], reduce: Re
         if layer in wanted:
             reduce(layer, i0, j0, probs)
         if layer == last and i0 + probs.shape[2] == n:
-            raise _StopForward
+            raise StopForward
 
     try:
         with swap_attention(model, "softmax_rows", layers=list(range(last + 1)),
                             on_rows=on_rows, max_floats=max_floats, block_rows=block_rows):
             with attach(model, hooks):
                 model(tokens)
-    except _StopForward:
+    except StopForward:
         return
     raise RuntimeError(f"the forward ended without reaching layer {last}'s attention")
 

@@ -1,24 +1,27 @@
-"""Shared plumbing for probes: turning prompts into checked token batches, running one
-forward with only the hooks a probe needs, and naming layers/heads.
+"""Shared plumbing for probes: turning prompts into checked token batches and naming
+per-layer hooks.
 
 Every probe follows the same shape: build ``[batch, seq]`` tokens with :func:`to_tokens`
 (clear errors for empty input or a sequence over the model's context; ``max_tokens`` cuts
 a long text *before* the context check), validate them for the probe with
-:func:`check_prompt` (too short: ValueError; valid but uninformative, e.g. no repeated token
-for induction: a :class:`ProbeWarning`, which the CLI prints as one line), register reducing
-hooks through :func:`interp.hooks.attach` inside :func:`run_probe` (no grad, hooks removed
-even if the forward raises), and return a tidy ``pandas.DataFrame``.
+:func:`check_prompt` (too short: :class:`~interp.errors.InputError`; valid but uninformative,
+e.g. no repeated token for induction: a :class:`ProbeWarning`, which the CLI prints as one
+line), state its reduction once as a :class:`~interp.probes.protocol.RowProbe` run by
+:func:`interp.probes.protocol.run_probe` (no grad, hooks removed even if the forward raises),
+and return a tidy ``pandas.DataFrame``.
+
+Every error caused by the input is an :class:`~interp.errors.InputError` (a ``ValueError``).
 """
 from __future__ import annotations
 
 import re
 import warnings
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
+from interp.errors import InputError
 from interp.models.loading import ensure_info
-from interp.hooks import attach
 
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 
@@ -41,24 +44,24 @@ def context_length(model) -> int:
 
 def check_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
     """Validate a ``[batch, seq]`` LongTensor of token ids for ``model``; returns it on the
-    model's device. Raises ValueError naming the problem."""
+    model's device. Raises InputError naming the problem."""
     if not isinstance(tokens, torch.Tensor):
         tokens = torch.as_tensor(tokens)
     if tokens.dim() == 1:
         tokens = tokens[None]
     if tokens.dim() != 2:
-        raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
+        raise InputError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
     if tokens.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+        raise InputError(f"tokens must be integer ids, got dtype {tokens.dtype}")
     if tokens.numel() == 0:
-        raise ValueError("tokens are empty")
+        raise InputError("tokens are empty")
     n_ctx = context_length(model)
     if tokens.shape[1] > n_ctx:
-        raise ValueError(f"sequence of {tokens.shape[1]} tokens is over the context length of "
+        raise InputError(f"sequence of {tokens.shape[1]} tokens is over the context length of "
                          f"{n_ctx} for this model; shorten it or split it")
     vocab = model.cfg.d_vocab
     if int(tokens.max()) >= vocab or int(tokens.min()) < 0:
-        raise ValueError(f"token ids must lie in [0, {vocab}); got range "
+        raise InputError(f"token ids must lie in [0, {vocab}); got range "
                          f"[{int(tokens.min())}, {int(tokens.max())}]")
     device = next(model.parameters()).device
     return tokens.long().to(device)
@@ -75,10 +78,10 @@ NO_REPEATS = ("no token repeats in the prompt, so induction/prefix-matching scor
 
 
 def check_prompt_text(prompt, what: str = "the prompt") -> None:
-    """Refuse an empty (or whitespace-only) text with ``ValueError("the prompt is empty
+    """Refuse an empty (or whitespace-only) text with ``InputError("the prompt is empty
     ...")``; the CLI calls it before loading a model."""
     if isinstance(prompt, str) and not prompt.strip():
-        raise ValueError(f"{what} is empty{' (only whitespace)' if prompt else ''}; give "
+        raise InputError(f"{what} is empty{' (only whitespace)' if prompt else ''}; give "
                          f"some text")
 
 
@@ -94,9 +97,9 @@ def encode(model, text: str, prepend_bos: bool | None = None,
     check_prompt_text(text)
     tok = model.tokenizer
     if tok is None:
-        raise ValueError("this model has no tokenizer; pass token ids")
+        raise InputError("this model has no tokenizer; pass token ids")
     if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise InputError(f"max_tokens must be >= 1, got {max_tokens}")
     encoder = ensure_info(model).causal is False
     bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
     bos = bool(bos) and tok.bos_token_id is not None and not encoder
@@ -136,24 +139,24 @@ def to_tokens(model, prompts: str | Sequence[str] | torch.Tensor,
     ``prepend_bos`` defaults to the model's convention (``model.cfg.default_prepend_bos``).
     ``max_tokens`` keeps only the first ``max_tokens`` tokens of each prompt (see
     :func:`encode`; ids are cut the same way), *then* the context length is checked.
-    An empty prompt is refused (ValueError "the prompt is empty ...").
+    An empty prompt is refused (InputError "the prompt is empty ...").
     A list of strings whose token lengths differ is refused (probes average over positions;
     padding would silently change them): pass them one at a time or as ids.
     """
     if isinstance(prompts, torch.Tensor):
         if max_tokens is not None:
             if max_tokens < 1:
-                raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+                raise InputError(f"max_tokens must be >= 1, got {max_tokens}")
             prompts = prompts[..., :max_tokens]
         return check_tokens(model, prompts)
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompts must be a non-empty string or list of strings")
+        raise InputError("prompts must be a non-empty string or list of strings")
     rows = [encode(model, p, prepend_bos, max_tokens) for p in prompts]
     lengths = {len(r) for r in rows}
     if len(lengths) != 1:
-        raise ValueError(f"prompts have different token lengths {sorted(lengths)}; pass them "
+        raise InputError(f"prompts have different token lengths {sorted(lengths)}; pass them "
                          f"one at a time")
     return check_tokens(model, torch.tensor(rows))
 
@@ -165,7 +168,7 @@ def check_prompt(tokens: torch.Tensor, probe: str, min_tokens: int = 2, *,
     Args:
         tokens: ``[batch, seq]`` ids from :func:`to_tokens` / :func:`check_tokens`.
         probe: the probe's name, for the messages.
-        min_tokens: fewer tokens per row (special tokens included) -> ValueError
+        min_tokens: fewer tokens per row (special tokens included) -> InputError
             ``"the prompt has N tokens; the <probe> probe needs at least M (<why>)"``.
         repeats: the probe's scores need a token that occurs twice in a row of ``tokens``
             (induction, prefix matching, duplicate token); without one a
@@ -176,7 +179,7 @@ def check_prompt(tokens: torch.Tensor, probe: str, min_tokens: int = 2, *,
     """
     n = int(tokens.shape[-1])
     if n < min_tokens:
-        raise ValueError(f"the prompt has {n} token{'s' if n != 1 else ''}; the {probe} "
+        raise InputError(f"the prompt has {n} token{'s' if n != 1 else ''}; the {probe} "
                          f"probe needs at least {min_tokens}{f' ({why})' if why else ''}; use a "
                          f"longer prompt")
     if repeats and tokens.dim() == 2:
@@ -184,11 +187,3 @@ def check_prompt(tokens: torch.Tensor, probe: str, min_tokens: int = 2, *,
         if not bool((srt[:, 1:] == srt[:, :-1]).any()):
             warnings.warn(NO_REPEATS, ProbeWarning, stacklevel=3)
     return tokens
-
-
-@torch.no_grad()
-def run_probe(model, tokens: torch.Tensor,
-              hooks: Sequence[tuple[str | Callable[[str], bool], Callable]]) -> torch.Tensor:
-    """One forward of ``tokens`` with ``hooks`` attached; returns the model output."""
-    with attach(model, hooks):
-        return model(tokens)

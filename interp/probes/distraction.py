@@ -21,11 +21,12 @@ so the masses of all categories sum to 1 for every head (softmax rows sum to 1).
 Architecture
 ------------
 :func:`token_labels` maps character spans to token labels. :func:`distraction_scores` runs
-one forward per prompt (prompts differ in length; no padding to get wrong) with a hook on
-``blocks.{l}.attn.hook_pattern`` ``[batch, head, query, key]`` for each probed layer that
-keeps only the query row ``[head, key]`` and reduces it to ``[head, n_categories]`` at once
-(long prompts: the same row taken from row blocks, never the whole pattern,
-``method="blockwise"``, :mod:`interp.probes.blockwise`).
+one forward per prompt (prompts differ in length; no padding to get wrong) of a
+:class:`DistractionProbe` (:mod:`interp.probes.protocol`): its reducer keeps only the query
+row ``[head, key]`` of a block of rows ``[batch, head, rows, keys]`` and reduces it to
+``[head, n_categories]`` at once; the runner feeds it each probed layer's whole
+``hook_pattern`` (``method="pattern"``) or, for long prompts, row blocks that never hold the
+pattern (``"blockwise"``, :mod:`interp.probes.blockwise`).
 Returns one tidy row per (prompt, layer, head); :func:`distraction_summary` averages.
 """
 from __future__ import annotations
@@ -36,8 +37,9 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from interp.probes.blockwise import choose_method, run_blockwise
-from interp.probes.common import check_tokens, layer_of, pattern_hook_name, run_probe
+from interp.errors import InputError
+from interp.probes.common import check_tokens
+from interp.probes.protocol import RowProbe, run_probe
 
 CATEGORIES = ("relevant", "distractor", "opinion", "question", "template")
 DEFAULT_LABEL = "template"
@@ -63,12 +65,12 @@ class LabelledPrompt:
         last = 0
         for s, e, lab in sorted(self.spans):
             if lab not in CATEGORIES:
-                raise ValueError(f"{self.id}: unknown label {lab!r}; use one of {CATEGORIES}")
+                raise InputError(f"{self.id}: unknown label {lab!r}; use one of {CATEGORIES}")
             if not 0 <= s <= e <= len(self.text):
-                raise ValueError(f"{self.id}: span ({s}, {e}) outside a text of "
+                raise InputError(f"{self.id}: span ({s}, {e}) outside a text of "
                                  f"{len(self.text)} characters")
             if s < last:
-                raise ValueError(f"{self.id}: spans overlap at character {s}")
+                raise InputError(f"{self.id}: spans overlap at character {s}")
             last = e
 
 
@@ -108,9 +110,37 @@ def token_labels(tokenizer, text: str, spans: Sequence[tuple[int, int, str]]
     return list(enc.input_ids), labels, [tuple(o) for o in enc.offset_mapping]
 
 
-def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequence[int] | None = None,
-                       query: int = -1, tokenizer=None, progress=None,
-                       method: str = "auto") -> pd.DataFrame:
+class DistractionProbe(RowProbe):
+    """The distraction reduction: the query row ``q`` of each layer's pattern (of the first
+    prompt of the batch) times the key -> category one-hot ``[n, n_categories]`` -> the mass per
+    category ``[h, n_categories]`` (float64), from whichever row block holds ``q``.
+
+    Args:
+        labels: one category label per token. query: the query position (``0 <= q < n``).
+        layers: the probed layers. device: where the tokens live.
+    """
+
+    def __init__(self, labels: Sequence[str], query: int, layers: list[int], device):
+        self.query, self.layers = query, layers
+        self.onehot = torch.zeros(len(labels), len(CATEGORIES), device=device)  # [key, cat]
+        for k, lab in enumerate(labels):
+            self.onehot[k, CATEGORIES.index(lab)] = 1.0
+        self.masses: dict[int, torch.Tensor] = {}
+
+    def reduce(self, layer: int, i0: int, j0: int, probs: torch.Tensor) -> None:
+        q = self.query                                                     # [b, h, r, s]
+        if i0 <= q < i0 + probs.shape[2]:
+            self.masses[layer] = (probs[0, :, q - i0, :].double()
+                                  @ self.onehot[j0:j0 + probs.shape[3]].double())
+
+    def finish(self) -> dict[int, torch.Tensor]:
+        """``{layer: mass [h, n_categories]}``."""
+        return self.masses
+
+
+def distraction_scores(model, examples: Sequence[LabelledPrompt],
+                       layers: Sequence[int] | None = None, query: int = -1, tokenizer=None,
+                       progress=None, method: str = "auto") -> pd.DataFrame:
     """Attention mass from the answer position to each category, per prompt, layer, head.
 
     Args:
@@ -134,7 +164,7 @@ def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequen
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     items = list(examples)
     if not items:
-        raise ValueError("no examples given")
+        raise InputError("no examples given")
     loop = progress(items, desc="distraction", total=len(items)) if progress else items
     rows = []
     for ex in loop:
@@ -142,25 +172,9 @@ def distraction_scores(model, examples: Sequence[LabelledPrompt], layers: Sequen
             ex = ex.labelled_prompt(tok)
         ids, labels, _ = token_labels(tok, ex.text, ex.spans)
         tokens = check_tokens(model, torch.tensor([ids]))
-        n = tokens.shape[1]
-        q = query % n
-        onehot = torch.zeros(n, len(CATEGORIES), device=tokens.device)   # [key, category]
-        for k, lab in enumerate(labels):
-            onehot[k, CATEGORIES.index(lab)] = 1.0
-        masses: dict[int, torch.Tensor] = {}
-
-        def hook(pattern, hook):                                           # [b, h, q, k]
-            masses[layer_of(hook.name)] = pattern[0, :, q, :].double() @ onehot.double()
-
-        def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:  # [b, h, r, s]
-            if i0 <= q < i0 + p.shape[2]:
-                masses[layer] = p[0, :, q - i0, :].double() @ onehot[j0:j0 + p.shape[3]].double()
-
-        if choose_method(model, tokens, method) == "blockwise":
-            run_blockwise(model, tokens, layers, reduce)
-        else:
-            run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
-        counts = onehot.sum(0)
+        probe = DistractionProbe(labels, query % tokens.shape[1], layers, tokens.device)
+        masses = run_probe(model, tokens, probe, method)
+        counts = probe.onehot.sum(0)
         extra = {f"n_{c}": int(counts[i]) for i, c in enumerate(CATEGORIES)}
         for layer in layers:
             m = masses[layer]                                              # [h, category]

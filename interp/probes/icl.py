@@ -3,9 +3,9 @@ early token. Negative = the model predicts better with more context (about -0.4 
 the paper's models at tokens 500 vs 50)."""
 from __future__ import annotations
 
-import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.models.toy import token_losses
 from interp.probes.common import check_tokens
 
@@ -31,17 +31,11 @@ def icl_score(model, tokens: torch.Tensor, early: int = 50, late: int = 500,
     """
     n = tokens.shape[-1]
     if not 0 < early < late < n:
-        raise ValueError(f"need 0 < early ({early}) < late ({late}) < sequence length ({n})")
+        raise InputError(f"need 0 < early ({early}) < late ({late}) < sequence length ({n})")
     if not 1 <= window <= early:
-        raise ValueError(f"window must lie in [1, early], got {window}")
+        raise InputError(f"window must lie in [1, early], got {window}")
     losses = loss_by_position(model, tokens)          # index t predicts token t + 1
     # "loss at token k" = loss of predicting token k, i.e. index k - 1
     early_loss = losses[early - window:early].mean().item()
     late_loss = losses[late - window:late].mean().item()
     return {"icl_score": late_loss - early_loss, "loss_early": early_loss, "loss_late": late_loss}
-
-
-def loss_curve(model, tokens: torch.Tensor) -> pd.DataFrame:
-    """Per-position loss as a DataFrame (``token`` = predicted position, ``loss``)."""
-    losses = loss_by_position(model, tokens)
-    return pd.DataFrame({"token": range(1, len(losses) + 1), "loss": losses.numpy()})

@@ -1,9 +1,11 @@
 """Induction-head probe: attention-pattern scores and the OV copying score for every head.
 
-Definitions (Olsson et al. 2022; Elhage et al. 2021), all read from ONE batched forward
-that hooks only ``hook_pattern`` and reduces each layer's ``[batch, head, q, k]`` pattern
-inside the hook (for long prompts, ``method="blockwise"`` takes the same sums a block of query
-rows at a time and never holds the pattern: :mod:`interp.probes.blockwise`):
+Definitions (Olsson et al. 2022; Elhage et al. 2021). The four pattern scores are one
+:class:`InductionProbe` (:mod:`interp.probes.protocol`): its reducer takes per-head sums over
+(batch, query) from a block of query rows ``[batch, head, rows, keys]`` -- the whole
+``hook_pattern`` of each layer in ONE batched forward (``method="pattern"``), or row blocks that
+never hold the pattern for long prompts (``"blockwise"``, :mod:`interp.probes.blockwise`) --
+and ``finish`` divides by the number of queries each score averages over:
 
 - ``induction``: on repeated random tokens (segment of length ``seg_len`` repeated, optional
   BOS), attention from a token in a later copy to the token right after its occurrence in the
@@ -27,10 +29,11 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.models.loading import ensure_info
-from interp.probes.blockwise import choose_method, gather_keys, run_blockwise
-from interp.probes.common import (ProbeWarning, check_prompt, check_tokens, layer_of,
-                                  pattern_hook_name, run_probe)
+from interp.probes.blockwise import gather_keys
+from interp.probes.common import ProbeWarning, check_prompt, check_tokens
+from interp.probes.protocol import RowProbe, as_float, run_probe
 from interp.tasks import repeated_tokens
 from interp.weights import head_weights
 
@@ -62,24 +65,6 @@ def repeated_random_tokens(model, batch: int = 8, seg_len: int = 50, n_repeats: 
     return check_tokens(model, toks)
 
 
-def _token_masks(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prefix-matching and duplicate-token key masks ``[batch, q, k]`` (bool)."""
-    n = tokens.shape[1]
-    i = torch.arange(n, device=tokens.device)[:, None]
-    j = torch.arange(n, device=tokens.device)[None, :]
-    same = tokens[:, :, None] == tokens[:, None, :]                  # [b, i, j]
-    dup = same & (j < i)
-    prev_tok = torch.cat([tokens[:, :1] * 0 - 1, tokens[:, :-1]], dim=1)  # tokens[j-1], -1 at 0
-    prefix = (tokens[:, :, None] == prev_tok[:, None, :]) & (j >= 1) & (j - 1 < i)
-    return prefix, dup
-
-
-def _masked_mean(mass: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-    """mass ``[b, h, q]``, has ``[b, q]`` -> mean over (b, q) where ``has``, per head ``[h]``."""
-    w = has[:, None, :].to(mass.dtype)
-    return (mass * w).sum(dim=(0, 2)) / w.sum(dim=(0, 2)).clamp_min(1)
-
-
 def _seen_before(tokens: torch.Tensor) -> torch.Tensor:
     """``[b, n]`` bool: ``tokens[b, i]`` occurs at some position ``< i`` of its row (the
     queries that have a duplicate-token key, and equally a prefix-matching key). O(n log n)."""
@@ -89,34 +74,69 @@ def _seen_before(tokens: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(repeat).scatter(1, order, repeat)
 
 
-def _blockwise_reducer(tokens: torch.Tensor, seg_len: int | None, first_q: int,
-                       out: dict[int, dict[str, torch.Tensor]]):
-    """The reducer of :func:`pattern_scores` for :func:`~interp.probes.blockwise.run_blockwise`:
-    per layer, sums over (batch, query) of each score, from row blocks of the pattern."""
-    b, n = tokens.shape
-    prev_tok = torch.cat([tokens[:, :1] * 0 - 1, tokens[:, :-1]], dim=1)   # tokens[j-1]
-    pos = torch.arange(n, device=tokens.device)
+class InductionProbe(RowProbe):
+    """The pattern scores of :func:`pattern_scores` as one reducer: per layer, sums over
+    (batch, query) of each score ``[h]`` (float64), from a block of query rows; ``finish``
+    divides by the number of queries each score averages over.
 
-    def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:   # [b, h, r, s]
+    Args:
+        tokens: ``[b, n]``.
+        seg_len: the repeated segment's length (None: induction = prefix matching).
+        first_q: the first query of the second copy (``offset + seg_len``).
+        layers: the probed layers.
+    """
+
+    def __init__(self, tokens: torch.Tensor, seg_len: int | None, first_q: int,
+                 layers: list[int]):
+        self.tokens, self.seg_len, self.first_q, self.layers = tokens, seg_len, first_q, layers
+        self.prev_tok = torch.cat([tokens[:, :1] * 0 - 1, tokens[:, :-1]], dim=1)  # tokens[j-1]
+        self.pos = torch.arange(tokens.shape[1], device=tokens.device)
+        self.sums: dict[int, dict[str, torch.Tensor]] = {}
+        self._masks: tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor] | None = None
+
+    def masks(self, i0: int, j0: int, r: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix-matching and duplicate-token key masks ``[b, r, s]`` (bool) of the block
+        (kept for the next call: every layer's pattern has the same blocks)."""
+        if self._masks is None or self._masks[0] != (i0, j0, r, s):
+            i, j = self.pos[i0:i0 + r], self.pos[j0:j0 + s]
+            ti = self.tokens[:, i0:i0 + r, None]                              # [b, r, 1]
+            dup = (ti == self.tokens[:, None, j0:j0 + s]) & (j[None, :] < i[:, None])
+            prefix = ((ti == self.prev_tok[:, None, j0:j0 + s]) & (j >= 1)
+                      & (j[None, :] - 1 < i[:, None]))
+            self._masks = ((i0, j0, r, s), prefix, dup)
+        return self._masks[1], self._masks[2]
+
+    def reduce(self, layer: int, i0: int, j0: int, probs: torch.Tensor) -> None:
+        p = as_float(probs)                                                   # [b, h, r, s]
         r, s = p.shape[2], p.shape[3]
-        i, j = pos[i0:i0 + r], pos[j0:j0 + s]
-        acc = out.setdefault(layer, {})
+        i = self.pos[i0:i0 + r]
+        acc = self.sums.setdefault(layer, {})
 
-        def add(name, value):                                             # value [h]
+        def add(name: str, value: torch.Tensor) -> None:                     # value [h]
             acc[name] = acc.get(name, 0) + value.double()
 
         add("previous_token", gather_keys(p, i0, j0, i - 1).sum(dim=(0, 2)))
-        if seg_len is not None:
-            key = torch.where(i >= first_q, i - (seg_len - 1), -1)
+        if self.seg_len is not None:
+            key = torch.where(i >= self.first_q, i - (self.seg_len - 1), -1)
             add("induction", gather_keys(p, i0, j0, key).sum(dim=(0, 2)))
-        ti = tokens[:, i0:i0 + r, None]                                    # [b, r, 1]
-        dup = (ti == tokens[:, None, j0:j0 + s]) & (j[None, :] < i[:, None])
-        prefix = (ti == prev_tok[:, None, j0:j0 + s]) & (j >= 1) & (j[None, :] - 1 < i[:, None])
+        prefix, dup = self.masks(i0, j0, r, s)
         # masked sums as batched dot products (no [b, h, r, s] temporary)
         add("prefix_matching", torch.einsum("bhrs,brs->h", p, prefix.to(p.dtype)))
         add("duplicate_token", torch.einsum("bhrs,brs->h", p, dup.to(p.dtype)))
 
-    return reduce
+    def finish(self) -> dict[int, dict[str, torch.Tensor]]:
+        """``{layer: {score: [h] float32 (CPU)}}`` for the four pattern scores."""
+        b, n = self.tokens.shape
+        seen = _seen_before(self.tokens).sum().clamp_min(1).double()
+        counts = {"previous_token": b * (n - 1), "prefix_matching": seen,
+                  "duplicate_token": seen, "induction": b * (n - self.first_q)}
+        out = {}
+        for layer in self.layers:
+            acc = dict(self.sums[layer])
+            if self.seg_len is None:              # no known segment: induction = prefix matching
+                acc["induction"], counts["induction"] = acc["prefix_matching"], seen
+            out[layer] = {k: (acc[k] / counts[k]).float().cpu() for k in SCORE_COLUMNS[:4]}
+        return out
 
 
 def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
@@ -134,9 +154,9 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
             mask: :mod:`interp.probes.blockwise`; for long natural text) or ``"auto"``
             (blockwise for long prompts).
 
-    Raises ValueError for fewer than 2 tokens; issues a
-    :class:`~interp.probes.common.ProbeWarning` when no token repeats (induction, prefix
-    matching and duplicate-token scores are then 0 by definition).
+    Raises :class:`~interp.errors.InputError` for fewer than 2 tokens or a ``seg_len`` that
+    does not fit; issues a :class:`~interp.probes.common.ProbeWarning` when no token repeats
+    (induction, prefix matching and duplicate-token scores are then 0 by definition).
 
     Returns:
         DataFrame, one row per (layer, head).
@@ -144,48 +164,16 @@ def pattern_scores(model, tokens: torch.Tensor, seg_len: int | None = None,
     tokens = check_prompt(check_tokens(model, tokens), "induction", 2,
                           why="previous-token scores need a query after the first token",
                           repeats=True)
-    b, n = tokens.shape
+    n = tokens.shape[1]
     if offset is None:      # a leading BOS (by the model's convention or the tokenizer's id)
         tok = getattr(model, "tokenizer", None)
         starts = {bos_id(model), getattr(tok, "bos_token_id", None)} - {None}
-        offset = int(any(bool((tokens[:, 0] == b).all()) for b in starts))
+        offset = int(any(bool((tokens[:, 0] == t).all()) for t in starts))
     if seg_len is not None and not 1 <= seg_len <= (n - offset) // 2:
-        raise ValueError(f"seg_len {seg_len} does not fit a repeated sequence of {n} tokens")
+        raise InputError(f"seg_len {seg_len} does not fit a repeated sequence of {n} tokens")
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    out: dict[int, dict[str, torch.Tensor]] = {}
-    if choose_method(model, tokens, method) == "blockwise":
-        first_q = offset + (seg_len or 0)
-        run_blockwise(model, tokens, layers, _blockwise_reducer(tokens, seg_len, first_q, out))
-        seen = _seen_before(tokens).sum().clamp_min(1).double()
-        counts = {"previous_token": b * (n - 1), "prefix_matching": seen,
-                  "duplicate_token": seen, "induction": b * (n - first_q)}
-        for layer in layers:
-            acc = out[layer]
-            if seg_len is None:                   # no known segment: induction = prefix matching
-                acc["induction"], counts["induction"] = acc["prefix_matching"], seen
-            out[layer] = {k: (acc[k] / counts[k]).float().cpu() for k in SCORE_COLUMNS[:4]}
-        return _score_table(model, layers, out)
-    prefix, dup = _token_masks(tokens)
-    prefix_f, dup_f = prefix.float(), dup.float()
-    has_prefix, has_dup = prefix.any(-1), dup.any(-1)
-
-    def hook(pattern, hook):                                         # [b, h, q, k]
-        p = pattern.float()
-        scores = {
-            "previous_token": p.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2)),
-            "prefix_matching": _masked_mean((p * prefix_f[:, None]).sum(-1), has_prefix),
-            "duplicate_token": _masked_mean((p * dup_f[:, None]).sum(-1), has_dup),
-        }
-        if seg_len is not None:
-            diag = p.diagonal(offset=-(seg_len - 1), dim1=-2, dim2=-1)   # query i at i-seg+1
-            first_q = offset + seg_len                                   # first query of copy 2
-            scores["induction"] = diag[..., first_q - (seg_len - 1):].mean(dim=(0, 2))
-        else:
-            scores["induction"] = scores["prefix_matching"]
-        out[layer_of(hook.name)] = {k: v.cpu() for k, v in scores.items()}
-
-    run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
-    return _score_table(model, layers, out)
+    probe = InductionProbe(tokens, seg_len, offset + (seg_len or 0), layers)
+    return _score_table(model, layers, run_probe(model, tokens, probe, method))
 
 
 def _score_table(model, layers: Sequence[int], out: dict[int, dict[str, torch.Tensor]]
@@ -203,11 +191,12 @@ def copying_scores(model) -> pd.DataFrame:
     """``copying`` per (layer, head): eigenvalue score of the OV circuit W_E W_V W_O W_U
     (folds per family: :func:`interp.weights.head_weights`).
 
-    Raises ValueError where those matrices are not a direct path of the model (post-LN
-    encoders such as BERT: ``HeadWeights.direct_path`` names why)."""
+    Raises :class:`~interp.errors.InputError` (a ValueError) where those matrices are not a
+    direct path of the model (post-LN encoders such as BERT: ``HeadWeights.direct_path``
+    names why)."""
     w = head_weights(model)
     if w.direct_path:
-        raise ValueError(f"copying scores: {w.direct_path}")
+        raise InputError(f"copying scores: {w.direct_path}")
     UE = w.W_U @ w.W_E                                               # [d_model, d_model]
     M = torch.einsum("lhed,df,lhfk->lhek", w.W_O, UE, w.W_V)         # [L, H, dh, dh]
     eig = torch.linalg.eigvals(M.double().cpu())                     # [L, H, dh] (CPU)
@@ -236,7 +225,7 @@ def induction_scores(model, tokens: torch.Tensor | None = None, *, seg_len: int 
     """
     if tokens is None:
         if seg_len is None:
-            raise ValueError("seg_len is needed to build repeated random tokens")
+            raise InputError("seg_len is needed to build repeated random tokens")
         tokens = repeated_random_tokens(model, batch=batch, seg_len=seg_len,
                                         n_repeats=n_repeats, seed=seed)
     df = pattern_scores(model, tokens, seg_len=seg_len, layers=layers, method=method)

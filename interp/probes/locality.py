@@ -4,8 +4,13 @@ For a sparse layout (any registered implementation with an allowed-key set: slid
 with optional global tokens, sink + window, block-sparse) and each head, the share of the
 head's dense softmax attention mass that falls on keys the layout allows, averaged over
 queries and prompts. A head with little mass inside the layout is one a Longformer-style
-swap would hurt. Long prompts are reduced a block of query rows at a time
-(``method="blockwise"``, :mod:`interp.probes.blockwise`).
+swap would hurt.
+
+:class:`LocalityProbe` states the reduction once (:mod:`interp.probes.protocol`): from a
+block of query rows ``[batch, head, rows, keys]`` it sums, per layout, the mass on the keys
+the layout allows for those rows (``allowed_rows``, never an ``[n, n]`` mask in the blockwise
+method); the runner feeds it each layer's whole ``hook_pattern`` (``method="pattern"``) or, for
+long prompts, row blocks (``"blockwise"``, :mod:`interp.probes.blockwise`).
 """
 from __future__ import annotations
 
@@ -19,15 +24,15 @@ from interp.models.loading import ensure_info
 from interp.attention import AttentionImpl, get as get_attention
 from interp.attention.base import SparseAttention
 from interp.attention.rows import MAX_ROWS
-from interp.probes.blockwise import choose_method, run_blockwise
-from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
-                                  run_probe, to_tokens)
+from interp.errors import InputError
+from interp.probes.common import ProbeWarning, check_prompt, to_tokens
+from interp.probes.protocol import RowProbe, as_float, run_probe
 
 
 def _sparse(layout: AttentionImpl, label: str | None = None) -> SparseAttention:
-    """``layout`` itself when it has an allowed-key set, else ValueError naming it."""
+    """``layout`` itself when it has an allowed-key set, else InputError naming it."""
     if not isinstance(layout, SparseAttention):
-        raise ValueError(f"{f'{label}: ' if label else ''}{layout.name} has no sparse layout "
+        raise InputError(f"{f'{label}: ' if label else ''}{layout.name} has no sparse layout "
                          f"(no allowed-key mask)")
     return layout
 
@@ -66,38 +71,54 @@ def _all_allowed(layouts: Mapping[str, AttentionImpl], n: int, causal: bool, dev
     return True
 
 
-def _blockwise(model, tokens, layouts, layers, min_query, causal) -> list[dict]:
-    """:func:`locality_scores` from row blocks of each layer's pattern
-    (:mod:`interp.probes.blockwise`)."""
-    b, n = tokens.shape
-    mods = {name: impl.flex_mask_mod(n, causal, tokens.device) for name, impl in layouts.items()}
-    sums: dict[tuple[int, str], torch.Tensor] = {}
-    worst: dict[tuple[int, str], torch.Tensor] = {}
+class LocalityProbe(RowProbe):
+    """The locality reduction: per (layer, layout), the sum over (batch, query >= min_query)
+    of each head's mass inside the layout ``[h]`` (float64) and its smallest value ``[h]``,
+    from a block of query rows; ``finish`` gives the mean and the worst query.
 
-    def reduce(layer: int, i0: int, j0: int, p: torch.Tensor) -> None:     # [b, h, r, s]
+    Args:
+        tokens: ``[b, n]``. layouts: ``{label: sparse implementation}``.
+        layers: the probed layers. min_query: the first query averaged over.
+        causal: the model's attention is causal.
+    """
+
+    def __init__(self, tokens: torch.Tensor, layouts: Mapping[str, SparseAttention],
+                 layers: list[int], min_query: int, causal: bool):
+        self.layouts, self.layers, self.min_query, self.causal = layouts, layers, min_query, causal
+        self.b, self.n = tokens.shape
+        self.device = tokens.device
+        self.mods = {name: impl.flex_mask_mod(self.n, causal, self.device)
+                     for name, impl in layouts.items()}
+        self.sums: dict[tuple[int, str], torch.Tensor] = {}
+        self.worst: dict[tuple[int, str], torch.Tensor] = {}
+
+    def reduce(self, layer: int, i0: int, j0: int, probs: torch.Tensor) -> None:
+        p = as_float(probs)                                                # [b, h, r, s]
         r, s = p.shape[2], p.shape[3]
-        lo = max(i0, min_query)
+        lo = max(i0, self.min_query)
         if lo >= i0 + r:
             return
-        for name, impl in layouts.items():
-            allowed = impl.allowed_rows(n, (lo, i0 + r), (j0, j0 + s), causal, tokens.device,
-                                        mods[name])
-            inside = (p[:, :, lo - i0:] * allowed).sum(-1)                  # [b, h, rows]
+        for name, impl in self.layouts.items():
+            allowed = impl.allowed_rows(self.n, (lo, i0 + r), (j0, j0 + s), self.causal,
+                                        self.device, self.mods[name])     # [rows, s]
+            inside = (p[:, :, lo - i0:] * allowed).sum(-1)                 # [b, h, rows]
             key = (layer, name)
-            sums[key] = sums.get(key, 0) + inside.double().sum(dim=(0, 2))
+            self.sums[key] = self.sums.get(key, 0) + inside.double().sum(dim=(0, 2))
             low = inside.amin(dim=2).amin(dim=0)
-            worst[key] = low if key not in worst else torch.minimum(worst[key], low)
+            self.worst[key] = low if key not in self.worst else torch.minimum(self.worst[key],
+                                                                              low)
 
-    run_blockwise(model, tokens, layers, reduce)
-    rows = []
-    for layer in layers:
-        for name in layouts:
-            mean = sums[(layer, name)] / (b * (n - min_query))
-            for h in range(mean.shape[0]):
-                rows.append({"layer": layer, "head": h, "layout": name,
-                             "mass_inside": float(mean[h]),
-                             "min_mass_inside": float(worst[(layer, name)][h])})
-    return rows
+    def finish(self) -> pd.DataFrame:
+        """One row per (layer, head, layout): ``mass_inside``, ``min_mass_inside``."""
+        rows = []
+        for layer in self.layers:
+            for name in self.layouts:
+                mean = self.sums[(layer, name)] / (self.b * (self.n - self.min_query))
+                for h in range(mean.shape[0]):
+                    rows.append({"layer": layer, "head": h, "layout": name,
+                                 "mass_inside": float(mean[h]),
+                                 "min_mass_inside": float(self.worst[(layer, name)][h])})
+        return pd.DataFrame(rows).sort_values(["layer", "head", "layout"]).reset_index(drop=True)
 
 
 def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None = None,
@@ -117,7 +138,8 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
             each layout, never an ``[n, n]`` pattern or mask: :mod:`interp.probes.blockwise`)
             or ``"auto"`` (blockwise for long prompts).
 
-    Raises ValueError for fewer than 2 tokens; issues a
+    Raises :class:`~interp.errors.InputError` for fewer than 2 tokens, a layout without an
+    allowed-key set or ``min_query`` outside the prompt; issues a
     :class:`~interp.probes.common.ProbeWarning` when the prompt is so short that every layout
     allows every key (``mass_inside`` is then 1 by definition).
 
@@ -130,7 +152,7 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
     layouts = dict(layouts or default_layouts())
     n = tokens.shape[1]
     if not 0 <= min_query < n:
-        raise ValueError(f"min_query must lie in [0, {n}), got {min_query}")
+        raise InputError(f"min_query must lie in [0, {n}), got {min_query}")
     causal = ensure_info(model).causal
     for name, impl in layouts.items():
         _sparse(impl, name)
@@ -140,22 +162,5 @@ def locality_scores(model, prompts, layouts: Mapping[str, AttentionImpl] | None 
                       f"longer than the layouts' windows or omit --prompt for repeated random "
                       f"tokens", ProbeWarning, stacklevel=2)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    if choose_method(model, tokens, method) == "blockwise":
-        rows = _blockwise(model, tokens, layouts, layers, min_query, causal)
-        return pd.DataFrame(rows).sort_values(["layer", "head", "layout"]).reset_index(drop=True)
-    masks = {name: allowed_mask(impl, n, causal).to(tokens.device).float()
-             for name, impl in layouts.items()}
-    rows: list[dict] = []
-
-    def hook(pattern, hook):                         # pattern [batch, head, q, k]
-        layer = layer_of(hook.name)
-        for name, mask in masks.items():
-            inside = (pattern.float() * mask).sum(-1)[:, :, min_query:]   # [batch, head, q]
-            mean = inside.mean(dim=(0, 2))
-            worst = inside.amin(dim=2).amin(dim=0)
-            for h in range(pattern.shape[1]):
-                rows.append({"layer": layer, "head": h, "layout": name,
-                             "mass_inside": mean[h].item(), "min_mass_inside": worst[h].item()})
-
-    run_probe(model, tokens, [(pattern_hook_name(layer), hook) for layer in layers])
-    return pd.DataFrame(rows).sort_values(["layer", "head", "layout"]).reset_index(drop=True)
+    probe = LocalityProbe(tokens, layouts, layers, min_query, causal)
+    return run_probe(model, tokens, probe, method)

@@ -32,12 +32,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
+
 METRICS = ("eff_rank", "energy_rank", "row_entropy")
 
 
 def singular_values(m: Tensor) -> Tensor:
     """``[..., r, c] -> [..., min(r, c)]`` singular values (descending), computed in float64."""
-    return torch.linalg.svdvals(m.detach().cpu().to(torch.float64))   # CPU: not every device has float64
+    # on the CPU: not every device has float64
+    return torch.linalg.svdvals(m.detach().cpu().to(torch.float64))
 
 
 def effective_rank(m: Tensor) -> Tensor:
@@ -56,7 +59,7 @@ def energy_rank(m: Tensor, energy: float = 0.99) -> Tensor:
     """``[..., r, c] -> [...]`` (long): fewest leading singular values whose squares hold at least
     ``energy`` of ``sum sigma^2``. Identity ``I_n`` gives ``n`` for ``energy > (n-1)/n``."""
     if not 0 < energy <= 1:
-        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
+        raise InputError(f"energy must be in (0, 1], got {energy!r}")
     s2 = singular_values(m) ** 2
     cum = s2.cumsum(-1)
     total = cum[..., -1:]
@@ -98,7 +101,7 @@ def attention_bottleneck(
         ``pattern`` get NaN metrics.
     """
     if inputs.ndim != 2:
-        raise ValueError(f"inputs must be [batch, seq], got shape {tuple(inputs.shape)}")
+        raise InputError(f"inputs must be [batch, seq], got shape {tuple(inputs.shape)}")
     mixers = list(model.mixers())
     sums: dict[tuple[int, int], Tensor] = {}  # (layer, mixer) -> [3, heads] summed over batch
     missing: set[tuple[int, int]] = set()

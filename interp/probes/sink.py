@@ -15,16 +15,19 @@ Definitions (Gu et al. 2024, "When attention sink emerges in language models"; X
 
 Architecture
 ------------
-:func:`sink_probe` runs one batched forward with hooks on exactly what it needs:
-``blocks.{l}.attn.hook_pattern`` ``[batch, head, query, key]`` reduced in the hook to
-``alpha`` per (sample, head, probed key) ``[batch, head, n_keys]`` (for long prompts the same
-column sums are taken a block of query rows at a time instead, never holding the pattern:
-``method="blockwise"``, :mod:`interp.probes.blockwise`), and (when ``norms``)
-``hook_k`` / ``hook_v`` ``[batch, pos, kv_head, d_head]`` reduced to L2 norms of the sink
-token vs the mean over the other tokens ``[kv_head]``. Nothing else is kept. It returns a
-:class:`SinkReport` with tidy tables; :func:`sink_summary` aggregates ``Sink^eps`` per layer
-and overall. :func:`forbid_keys_hook` / :func:`sink_ablation` forbid attention to the first
-token (renormalising the rest of each row) and measure the loss change.
+:func:`sink_probe` checks the prompt and positions, and runs one :class:`SinkProbe` through
+:func:`interp.probes.protocol.run_probe` (one batched forward, stopped after the last probed
+layer). Its reducer takes column sums of the probed keys from a block of query rows
+``probs [batch, head, rows, keys]`` (the whole ``hook_pattern`` at once with
+``method="pattern"``, row blocks with ``"blockwise"``: :mod:`interp.probes.blockwise`), over
+the queries that see each key (:func:`interp.attention.local.band_mask`, the one
+sliding-window rule), and ``finish`` turns them into ``alpha`` per (sample, head, probed key)
+``[batch, head, n_keys]``. When ``norms``, it also declares hooks on ``hook_k`` / ``hook_v``
+``[batch, pos, kv_head, d_head]``, reduced to L2 norms of the sink token vs the mean over the
+other tokens ``[kv_head]``. Nothing else is kept. The result is a :class:`SinkReport` with
+tidy tables; :func:`sink_summary` aggregates ``Sink^eps`` per layer and overall.
+:func:`forbid_keys_hook` / :func:`sink_ablation` forbid attention to the first token
+(renormalising the rest of each row) and measure the loss change.
 """
 from __future__ import annotations
 
@@ -35,12 +38,13 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
+from interp.attention.local import band_mask
+from interp.errors import InputError
 from interp.families import describe_layers
-from interp.models.loading import ensure_info
-from interp.probes.blockwise import choose_method, run_blockwise
-from interp.probes.common import (ProbeWarning, check_prompt, layer_of, pattern_hook_name,
-                                  run_probe, to_tokens)
 from interp.hooks import attach
+from interp.models.loading import ensure_info
+from interp.probes.common import ProbeWarning, check_prompt, pattern_hook_name, to_tokens
+from interp.probes.protocol import RowProbe, as_float, run_probe
 
 EPS = 0.3
 #: the keys :func:`sink_probe` scores when no ``positions`` are given (clipped to the prompt)
@@ -77,7 +81,7 @@ def _positions_for(tokens: torch.Tensor, positions: Sequence[int] | None) -> lis
 
     ``positions=None``: :data:`DEFAULT_POSITIONS` clipped to the prompt (a 3-token prompt
     scores 0, 1, 2; a :class:`~interp.probes.common.ProbeWarning` says so). Explicit
-    positions must all lie in the prompt: otherwise ValueError saying how many tokens the
+    positions must all lie in the prompt: otherwise InputError saying how many tokens the
     prompt has and how many the positions need."""
     check_prompt(tokens, "sink", 2, why="the first token and at least one query after it")
     n = int(tokens.shape[-1])
@@ -94,15 +98,15 @@ def _resolve_positions(positions: Sequence[int], n: int) -> list[int]:
     out = []
     for p in positions:
         if not isinstance(p, int):
-            raise ValueError(f"positions must be integers, got {p!r}")
+            raise InputError(f"positions must be integers, got {p!r}")
         if not -n <= p < n:
             need = max(q + 1 if q >= 0 else -q for q in positions if isinstance(q, int))
-            raise ValueError(f"position {p} is outside a sequence of {n} tokens: the prompt "
+            raise InputError(f"position {p} is outside a sequence of {n} tokens: the prompt "
                              f"has {n} tokens, positions {list(positions)} need at least "
                              f"{need}; use a longer prompt or leave positions out")
         out.append(p % n)
     if len(set(out)) != len(out):
-        raise ValueError(f"positions {list(positions)} name the same token twice")
+        raise InputError(f"positions {list(positions)} name the same token twice")
     return out
 
 
@@ -121,6 +125,70 @@ def display_token(tokenizer, token_id: int) -> str:
     return repr(text) if (not text or text != text.strip()) else text
 
 
+class SinkProbe(RowProbe):
+    """The sink reduction: column sums of the probed keys over the queries that can see them,
+    and (``norms``) the key/value norms of one token vs the others.
+
+    Sums per layer ``[b, h, P]`` (float64) of ``A[i, k]`` over the queries ``i`` that see key
+    ``k`` (:meth:`visible`); :meth:`finish` divides by their number:
+    ``alpha [b, h, P]`` per layer, and the norms ``{(layer, "k"|"v"): (sink [kvh], rest [kvh])}``.
+    """
+
+    def __init__(self, model, tokens: torch.Tensor, positions: list[int], layers: list[int],
+                 norms: bool, norm_position: int):
+        self.layers, self.pos, self.norms, self.npos = layers, positions, norms, norm_position
+        self.n = int(tokens.shape[1])
+        self.device = tokens.device
+        self.causal = ensure_info(model).causal
+        self.windows = {s.layer: s.sliding_window for s in describe_layers(model)}
+        self.sums: dict[int, torch.Tensor] = {}
+        self.kv: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._visible: dict[int, torch.Tensor] = {}
+
+    def visible(self, layer: int) -> torch.Tensor:
+        """``[T, P]`` float: query ``i`` can see key ``k`` in ``layer`` (causal: ``i >= k``;
+        inside the layer's sliding window, where it has one: :func:`band_mask`)."""
+        if layer not in self._visible:
+            q = torch.arange(self.n, device=self.device)[:, None]
+            k = torch.tensor(self.pos, device=self.device)[None, :]
+            window = self.windows.get(layer)
+            self._visible[layer] = band_mask(q, k, self.n if window is None else window,
+                                             self.causal).float()
+        return self._visible[layer]
+
+    def hooks(self) -> list:
+        """``hook_k`` / ``hook_v`` ``[b, pos, kv_head, d]`` of each layer -> L2 norms of token
+        ``norm_position`` ``[kv_head]`` (batch mean) and of the others (mean)."""
+        if not self.norms:
+            return []
+
+        def norm_hook(layer: int, which: str):
+            def hook(x, hook):                                        # [b, pos, kv_head, d]
+                nrm = x.float().norm(dim=-1)                          # [b, T, kvh]
+                rest = torch.cat([nrm[:, :self.npos], nrm[:, self.npos + 1:]], dim=1)
+                self.kv[(layer, which)] = (nrm[:, self.npos].mean(0), rest.mean(dim=(0, 1)))
+            return hook
+
+        return [(f"blocks.{layer}.attn.hook_{which}", norm_hook(layer, which))
+                for layer in self.layers for which in "kv"]
+
+    def reduce(self, layer: int, i0: int, j0: int, probs: torch.Tensor) -> None:
+        b, h, r, s = probs.shape                                      # [b, h, rows, span]
+        sel = [j for j, p in enumerate(self.pos) if j0 <= p < j0 + s]
+        if not sel:
+            return
+        cols = as_float(probs)[..., [self.pos[j] - j0 for j in sel]]  # [b, h, r, P']
+        valid = self.visible(layer)[i0:i0 + r][:, sel]                # [r, P']
+        acc = self.sums.setdefault(layer, probs.new_zeros(b, h, len(self.pos),
+                                                          dtype=torch.float64))
+        acc[:, :, sel] += (cols * valid).sum(2).double()
+
+    def finish(self) -> dict[int, torch.Tensor]:
+        """``{layer: alpha [b, h, P]}`` (float32; NaN for a key no query sees)."""
+        return {layer: (self.sums[layer] / self.visible(layer).sum(0).double()).float()
+                for layer in self.layers}
+
+
 def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
                layers: Sequence[int] | None = None, norms: bool = True,
                norm_position: int = 0, method: str = "auto") -> SinkReport:
@@ -132,7 +200,7 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
         positions: keys to score; negative values count from the end (``-1`` = ``[SEP]`` of
             an encoder prompt). Default :data:`DEFAULT_POSITIONS` (0-3), clipped to a
             shorter prompt with a :class:`~interp.probes.common.ProbeWarning`; explicit
-            positions outside the prompt are a ValueError.
+            positions outside the prompt are an :class:`~interp.errors.InputError`.
         eps: threshold of ``Sink^eps``.
         layers: layers to probe (default all).
         norms: also hook ``hook_k``/``hook_v`` for the key/value norms.
@@ -146,63 +214,21 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
         :class:`SinkReport`.
     """
     tokens = to_tokens(model, prompts)
-    b, n = tokens.shape
+    n = tokens.shape[1]
     pos = _resolve_positions(_positions_for(tokens, positions), n)
     npos = _resolve_positions([norm_position], n)[0]
-    causal = ensure_info(model).causal
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    idx = torch.tensor(pos, device=tokens.device)
-    q = torch.arange(n, device=tokens.device)
-    windows = {s.layer: s.sliding_window for s in describe_layers(model)}
+    probe = SinkProbe(model, tokens, pos, layers, norms, npos)
+    alphas = run_probe(model, tokens, probe, method)
+    scores = _score_table(alphas, layers, _token_labels(model, tokens, pos), pos, eps)
+    return SinkReport(scores=scores, norms=_norm_table(probe.kv, layers if norms else []),
+                      eps=eps, causal=probe.causal)
 
-    def visible(layer: int) -> torch.Tensor:
-        """``[T, P]``: query ``i`` can see key ``k`` in ``layer`` (causal: i >= k; and inside
-        the layer's own sliding window, where it has one)."""
-        diff = q[:, None] - idx[None, :]
-        ok = (diff >= 0) if causal else torch.ones_like(diff, dtype=torch.bool)
-        if windows.get(layer) is not None:
-            ok = ok & ((diff if causal else diff.abs()) < windows[layer])
-        return ok.float()
 
-    alphas: dict[int, torch.Tensor] = {}
-    kv: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def pattern_hook(pattern, hook):                  # [b, h, q, k]
-        layer = layer_of(hook.name)
-        valid = visible(layer)
-        count = valid.sum(0)                                          # [P]: T - k (or T)
-        cols = pattern.float()[..., idx]                              # [b, h, T, P]
-        alphas[layer] = (cols * valid).sum(2) / count                # [b, h, P]; NaN: unseen
-
-    def norm_hook(layer: int, which: str):
-        def hook(x, hook):                            # [b, pos, kv_head, d]
-            nrm = x.float().norm(dim=-1)                              # [b, T, kvh]
-            rest = torch.cat([nrm[:, :npos], nrm[:, npos + 1:]], dim=1)
-            kv[(layer, which)] = (nrm[:, npos].mean(0), rest.mean(dim=(0, 1)))
-        return hook
-
-    hooks = []
-    if norms:
-        for layer in layers:
-            hooks += [(f"blocks.{layer}.attn.hook_k", norm_hook(layer, "k")),
-                      (f"blocks.{layer}.attn.hook_v", norm_hook(layer, "v"))]
-    if choose_method(model, tokens, method) == "pattern":
-        run_probe(model, tokens, [(pattern_hook_name(layer), pattern_hook)
-                                  for layer in layers] + hooks)
-    else:
-        sums: dict[int, torch.Tensor] = {}
-
-        def reduce(layer: int, i0: int, j0: int, probs):         # [b, h, rows, span]
-            acc = sums.setdefault(layer, probs.new_zeros(b, probs.shape[1], len(pos)))
-            for j, p in enumerate(pos):                           # column sums of key p
-                if j0 <= p < j0 + probs.shape[3]:
-                    acc[:, :, j] += probs[..., p - j0].sum(-1)
-
-        run_blockwise(model, tokens, layers, reduce, hooks)
-        for layer in layers:
-            alphas[layer] = sums[layer].float() / visible(layer).sum(0)
-
-    labels = _token_labels(model, tokens, pos)
+def _score_table(alphas: dict[int, torch.Tensor], layers: Sequence[int], labels: list[str],
+                 pos: list[int], eps: float) -> pd.DataFrame:
+    """``{layer: alpha [b, h, P]}`` -> the :attr:`SinkReport.scores` rows of ``layers``
+    (batch mean, min, max and share above ``eps``)."""
     rows = []
     for layer in layers:
         a = alphas[layer]                                             # [b, h, P]
@@ -213,9 +239,14 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
                 rows.append({"layer": layer, "head": h, "position": p, "token": labels[j],
                              "alpha": mean[h, j].item(), "alpha_min": lo[h, j].item(),
                              "alpha_max": hi[h, j].item(), "sink_share": share[h, j].item()})
-    scores = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _norm_table(kv: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]],
+                layers: Sequence[int]) -> pd.DataFrame:
+    """The :attr:`SinkReport.norms` rows of ``layers`` from :meth:`SinkProbe.hooks`' norms."""
     nrows = []
-    for layer in layers if norms else []:
+    for layer in layers:
         ks, kr = kv[(layer, "k")]
         vs, vr = kv[(layer, "v")]
         for h in range(ks.shape[0]):
@@ -224,9 +255,8 @@ def sink_probe(model, prompts, positions: Sequence[int] | None = None, eps: floa
                           "k_ratio": (ks[h] / kr[h]).item(),
                           "v_norm_sink": vs[h].item(), "v_norm_rest": vr[h].item(),
                           "v_ratio": (vs[h] / vr[h]).item()})
-    norm_df = pd.DataFrame(nrows, columns=["layer", "kv_head", "k_norm_sink", "k_norm_rest",
-                                           "k_ratio", "v_norm_sink", "v_norm_rest", "v_ratio"])
-    return SinkReport(scores=scores, norms=norm_df, eps=eps, causal=causal)
+    return pd.DataFrame(nrows, columns=["layer", "kv_head", "k_norm_sink", "k_norm_rest",
+                                        "k_ratio", "v_norm_sink", "v_norm_rest", "v_ratio"])
 
 
 def sink_scores(model, prompts, positions: Sequence[int] | None = None, eps: float = EPS,
@@ -280,7 +310,7 @@ def text_windows(tokenizer, text: str, n: int, length: int, stride: int | None =
     stride = stride or length
     need = skip + (n - 1) * stride + length
     if len(ids) < need:
-        raise ValueError(f"the text has {len(ids)} tokens; {need} are needed for {n} windows "
+        raise InputError(f"the text has {len(ids)} tokens; {need} are needed for {n} windows "
                          f"of {length}")
     return torch.tensor([ids[skip + i * stride: skip + i * stride + length] for i in range(n)])
 
@@ -300,27 +330,9 @@ def first_token_variants(tokenizer, text: str, n: int = 16, length: int = 64,
     for name, s in firsts.items():
         ids = tokenizer(s, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"{s!r} is {len(ids)} tokens for this tokenizer, expected 1")
+            raise InputError(f"{s!r} is {len(ids)} tokens for this tokenizer, expected 1")
         out[name] = torch.cat([torch.full((n, 1), ids[0]), body], 1)
     return out
-
-
-def first_token_study(model, text: str, n: int = 16, length: int = 64,
-                      positions: Sequence[int] = (0, 1), eps: float = EPS) -> pd.DataFrame:
-    """Per-layer mass and ``Sink^eps`` of the first positions for each first-token variant
-    of :func:`first_token_variants` (one forward each). Columns: ``variant, first_token,
-    layer, position, mass, max_head_alpha, sink_share``; ``layer == -1`` rows hold the
-    all-layer aggregate."""
-    frames = []
-    for name, toks in first_token_variants(model.tokenizer, text, n, length).items():
-        scores = sink_scores(model, toks, positions, eps)
-        per = sink_summary(scores)
-        overall = sink_summary(scores, per_layer=False).assign(layer=-1)
-        df = pd.concat([per, overall], ignore_index=True)
-        df.insert(0, "first_token", display_token(model.tokenizer, int(toks[0, 0])))
-        df.insert(0, "variant", name)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
 
 
 # ---------------------------------------------------------------- ablation
@@ -370,7 +382,7 @@ def sink_ablation(model, prompts, layer_sets: Mapping[str, Sequence[int]] | None
     """
     info = ensure_info(model)
     if info is not None and (not info.causal or not info.has_lm_head):
-        raise ValueError(f"{info.name} has no meaningful next-token loss; use a causal LM")
+        raise InputError(f"{info.name} has no meaningful next-token loss; use a causal LM")
     tokens = to_tokens(model, prompts)
     nl = model.cfg.n_layers
     if layer_sets is None:

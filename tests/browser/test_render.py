@@ -126,7 +126,8 @@ class BrowserDemoConfig:
 def run_browser_demo(cfg: BrowserDemoConfig, ctx: RunContext) -> None:
     """A small report with a table, two figures and an attention view of a toy model."""
     from interp.models.toy import ToyConfig, build_toy
-    from interp.viz import attention_view, head_heatmap, sink_curves
+    from interp.probes.patterns import attention_view
+    from interp.viz import head_heatmap, sink_curves
 
     model = build_toy(ToyConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50,
                                 n_ctx=64, seed=0))
@@ -160,7 +161,7 @@ def test_report_renders_offline(open_file, tmp_path):
 
 
 def test_attention_view_file_renders_offline(open_file, tmp_path, toy_model):
-    from interp.viz import attention_view
+    from interp.probes.patterns import attention_view
 
     toks = torch.randint(0, 50, (1, 20))
     path = attention_view(toy_model, toks, heads=[(0, 1), (1, 2), (1, 3)]).save(

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
+from interp.probes.patterns import attention_view
 from interp.report import Report, markdown_to_html
-from interp.viz import attention_view, has_cdn_script, head_heatmap
+from interp.viz import has_cdn_script, head_heatmap
 
 
 def test_report_embeds_everything_once(toy_model, tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from interp.hooks import attach
-from interp.viz import View, attention_view, has_cdn_script
+from interp.probes.patterns import attention_view
+from interp.viz import View, has_cdn_script
 from interp.viz.html import circuitsvis_js, json_for_script, page, script_safe
 
 
