@@ -133,8 +133,8 @@ class StreamingParts:
         layer: ``layer(i, spec) -> HFDecoderLayer``: layer ``i``'s steps, built after the
             caller's own checks of ``spec`` (refused by name when the layout differs).
         embed: ``ids [b, n] -> x [b, n, D]`` (Gemma's sqrt(D) scaling lives inside it).
-        final: ``x [b, n, D] -> logits [b, n, vocab]`` (final norm and LM head; the final
-            soft-capping is applied by the caller from the config).
+        final: ``x [b, n, D] -> logits [b, n, vocab]`` (final norm, LM head and the final
+            logit soft-capping where the config has one).
         rotary: the model's rotary module (``rotary(x, pos[, layer_type]) -> (cos, sin)``),
             or None.
     """
@@ -232,6 +232,12 @@ def hf_decoder_parts(hf_model, who: str, wiring: dict[str, str]) -> StreamingPar
         return HFDecoderLayer(inner.layers[i], spec, structure, who,
                               family in _WINDOW_EVERY_LAYER)
 
+    cfg = getattr(hf_model.config, "text_config", None) or hf_model.config
+    cap = getattr(cfg, "final_logit_softcapping", None)
+
+    def final(x: Tensor) -> Tensor:
+        logits = hf_model.lm_head(inner.norm(x))
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
     return StreamingParts(structure=structure, layer=layer, embed=inner.embed_tokens,
-                          final=lambda x: hf_model.lm_head(inner.norm(x)),
-                          rotary=getattr(inner, "rotary_emb", None))
+                          final=final, rotary=getattr(inner, "rotary_emb", None))

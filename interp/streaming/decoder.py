@@ -23,7 +23,7 @@ feature). One call of :meth:`StreamingLM.step` appends ``n`` tokens of ``batch``
                  qp iff kp <= qp and qp - kp < window (the layer's own sliding window)
         x = layer.write(x, softmax(scores) V)                (o projection, residual wiring and
                                                               MLP: pre-norm or sandwich norms)
-    -> parts.final -> final logit soft-capping (Gemma 2) -> logits [batch, n, vocab]
+    -> parts.final (final norm, LM head, Gemma 2's final soft-capping) -> logits [batch, n, vocab]
 
 RoPE tables come from the model's own rotary module (Gemma 3: called per layer type, local
 and global theta), so they are the cos/sin HF computes. While no token has been evicted the
@@ -121,8 +121,8 @@ class StreamingLM:
         except NotImplementedError as e:
             raise Refused(
                 f"{WHO}: family {family!r} ({cls}) is not supported: it recomputes attention "
-                f"over the modules of Llama-style HF decoders (model.layers[i].self_attn with "
-                f"separate or Phi-3-style fused q/k/v projections) and cannot reproduce this "
+                f"over the modules of Llama-style HF decoders (separate or Phi-3-style fused "
+                f"q/k/v projections) and cannot reproduce this "
                 f"model's layers exactly ({e})") from e
         cfg = getattr(hf_model.config, "text_config", None) or hf_model.config
         self.hf = hf_model.eval()
@@ -154,7 +154,6 @@ class StreamingLM:
         self.n_heads, self.n_kv_heads, self.head_dim = geometry.pop()
         self.scaling = specs[0].scaling
         self.vocab = cfg.vocab_size
-        self.final_softcap = getattr(cfg, "final_logit_softcapping", None)
         self.n_ctx = int(getattr(cfg, "max_position_embeddings", 1 << 30))
         p = next(hf_model.parameters())
         self.dtype, self.device = p.dtype, p.device
@@ -289,10 +288,7 @@ class StreamingLM:
             o = self._attend(plan, q, keys, cache.values(li, length), masks[plan.window])
             x = plan.steps.write(x, o.transpose(1, 2).reshape(b, n, H * d))
         cache.advance(n)
-        logits = self.parts.final(x)
-        if self.final_softcap is not None:
-            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
-        return logits.float()
+        return self.parts.final(x).float()
 
     @torch.inference_mode()
     def forward(self, ids: Tensor) -> Tensor:
