@@ -32,20 +32,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from interp.circuits.metrics import Metric
 from interp.errors import Refused
+from interp.families import describe_layers, family_of
 from interp.hooks import attach
 from interp.models.loading import ensure_info
 
 INPUTS = ("q", "k", "v")
-
-
-def _raw(module):
-    """The wrapped torch module of a bridge component (no hook points of its own)."""
-    return getattr(module, "original_component", None) or getattr(module, "_original_component",
-                                                                  module)
 
 
 def is_causal(model) -> bool:
@@ -67,44 +61,33 @@ def has_mlps(model) -> bool:
 
 
 def parallel_blocks(model) -> bool:
-    """Whether attention and MLP of a layer read the same residual stream (GPT-NeoX
-    ``use_parallel_residual``), so a layer's heads do not feed its own MLP."""
-    return bool(getattr(model.cfg, "parallel_attn_mlp", False))
+    """Whether attention and MLP of a layer read the same residual stream (the family's block
+    wiring), so a layer's heads do not feed its own MLP."""
+    return family_of(model).parallel_blocks()
 
 
 def w_out(model, layer: int) -> torch.Tensor:
     """``W_O`` of ``layer`` as ``[head, d_head, d_model]`` (head ``h`` writes ``z_h @ W_O[h]``)."""
-    lin = _raw(model.blocks[layer].attn.o)
-    w = lin.weight                                                  # [d_model, H*dh]
-    if type(lin).__name__ == "Conv1D":                              # GPT-2: [H*dh, d_model]
-        w = w.T
-    H, dh = model.cfg.n_heads, model.cfg.d_head
-    return w.T.reshape(H, dh, -1)
+    return family_of(model).w_out(layer)
 
 
 def head_outputs(model, layer: int, z: torch.Tensor) -> torch.Tensor:
     """Per-head residual-stream writes ``[head, batch, pos, d_model]`` from ``z [b, pos, H, dh]``
     (without the shared output bias)."""
-    return torch.einsum("bphe,hed->hbpd", z, w_out(model, layer).to(z.dtype))
+    return family_of(model).head_outputs(layer, z)
 
 
 def project(model, layer: int, which: str, resid: torch.Tensor, head: int) -> torch.Tensor:
     """Recompute ``hook_{which}`` of one head (a query head for q, a KV head for k/v) from a
     residual-stream input ``resid [..., pos, d_model]`` through the layer's own ``ln1`` and
     projection; returns ``[..., pos, d_head]`` (before RoPE, as ``hook_q``/``hook_k`` are)."""
-    block = model.blocks[layer]
-    lin = _raw(getattr(block.attn, which))
-    dh = model.cfg.d_head
-    w = lin.weight[head * dh:(head + 1) * dh]
-    b = None if lin.bias is None else lin.bias[head * dh:(head + 1) * dh]
-    return F.linear(_raw(block.ln1)(resid), w, b)
+    return family_of(model).project(layer, which, resid, head)
 
 
 def post_attention_norm(model, layer: int):
-    """The raw module that normalises ``layer``'s attention output before the residual add
-    (Gemma 2/3 ``post_attention_layernorm``, the bridge's ``ln1_post``), or None."""
-    block = model.blocks[layer]
-    return _raw(block.ln1_post) if "ln1_post" in block._modules else None
+    """The raw module that normalises ``layer``'s attention output before the residual add,
+    or None (the family's block wiring)."""
+    return family_of(model).post_attention_norm(layer)
 
 
 def attn_write(model, layer: int, z: torch.Tensor) -> torch.Tensor:
@@ -113,9 +96,7 @@ def attn_write(model, layer: int, z: torch.Tensor) -> torch.Tensor:
     output projection (with its bias) and, where the layer has one, the post-attention norm.
     Returns ``[..., pos, d_model]``. Not linear in ``z`` when there is a norm;
     :func:`check_writes` verifies it against ``hook_attn_out`` of a real forward."""
-    out = _raw(model.blocks[layer].attn.o)(z.flatten(-2))
-    post = post_attention_norm(model, layer)
-    return out if post is None else post(out)
+    return family_of(model).attn_write(layer, z)
 
 
 def close_or_refuse(got: torch.Tensor, want: torch.Tensor, who: str, what: str) -> None:
@@ -139,8 +120,6 @@ def check_inputs(model, layer: int, cache: dict, who: str) -> None:
     """Every head's q/k/v of ``layer`` (``[batch, pos, head, d_head]``), rebuilt by
     :func:`project` from ``blocks.{layer}.hook_resid_pre``, equals ``hook_q/k/v`` in ``cache``
     (a real forward)."""
-    from interp.families import describe_layers
-
     spec = describe_layers(model)[layer]
     resid = cache[f"blocks.{layer}.hook_resid_pre"]
     for x in INPUTS:
@@ -155,14 +134,12 @@ def check_writes(model, layer: int, cache: dict, who: str, per_head: bool = True
     ``hook_attn_out`` (``[batch, pos, d_model]``); with ``per_head`` (layers without a
     post-attention norm) the per-head writes of :func:`head_outputs` plus the output bias
     also add up to it."""
-    from interp.families import describe_layers
-
     spec = describe_layers(model)[layer]
     z, want = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.hook_attn_out"]
     close_or_refuse(attn_write(model, layer, z), want, who,
                     f"{spec.describe()}: the attention output written to the residual stream")
     if per_head and post_attention_norm(model, layer) is None:
-        bias = _raw(model.blocks[layer].attn.o)(torch.zeros_like(z.flatten(-2)))
+        bias = family_of(model).output_bias(layer, z)
         close_or_refuse(head_outputs(model, layer, z).sum(0) + bias, want, who,
                         f"{spec.describe()}: the sum of per-head writes z_h @ W_O[h]")
 
@@ -196,34 +173,20 @@ def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
 @torch.no_grad()
 def projection_exact(model, layers: Sequence[int]) -> str | None:
     """None when :func:`project` reproduces the receiver inputs of ``layers`` exactly, else the
-    reason it does not (a norm after attention, an encoder, an unsupported layer)."""
-    from interp.families import describe_layers
-
-    specs = describe_layers(model)
-    for layer in layers:
-        spec, block = specs[layer], model.blocks[layer]
-        if not spec.causal:
-            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
-        if "ln1_post" in block._modules:
-            return (f"{spec.describe()}: the attention output is normalised before the residual "
-                    f"(post_attention_layernorm), so a head's write is not z @ W_O")
-        if spec.unsupported:
-            return f"{spec.describe()}: {spec.unsupported[0]}"
-    return None
+    reason it does not (a norm after attention, an encoder, an unsupported layer), from the
+    family adapter."""
+    family, specs = family_of(model), describe_layers(model)
+    return next((why for why in (family.projection_reason(specs[layer]) for layer in layers)
+                 if why is not None), None)
 
 
 def edges_exact(model) -> str | None:
     """None when the edge-level graph (:mod:`interp.circuits.graph`: ACDC, EAP, edge
-    attribution, ``head_circuit``) applies to ``model``, else the reason: encoders (post-LN:
-    ``ln1`` follows attention, so receivers do not read the residual stream) and layers with
-    features no interp consumer reproduces. Post-attention norms (Gemma 2/3) and parallel
-    attention + MLP blocks (GPT-NeoX) are handled by the graph itself; what it rebuilds is
-    checked against a real forward before use (:func:`check_inputs`, :func:`check_writes`)."""
-    from interp.families import describe_layers
-
-    for spec in describe_layers(model):
-        if not spec.causal:
-            return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
-        if spec.unsupported:
-            return f"{spec.describe()}: {spec.unsupported[0]}"
-    return None
+    attribution, ``head_circuit``) applies to ``model``, else the family's reason: encoders
+    (post-LN: ``ln1`` follows attention, so receivers do not read the residual stream) and
+    layers with features no interp consumer reproduces. Post-attention norms and parallel
+    attention + MLP blocks are handled by the graph itself; what it rebuilds is checked
+    against a real forward before use (:func:`check_inputs`, :func:`check_writes`)."""
+    family = family_of(model)
+    return next((why for why in map(family.edges_reason, describe_layers(model))
+                 if why is not None), None)

@@ -134,6 +134,11 @@ class Family:
         post = self.post_attention_norm(layer)
         return out if post is None else post(out)
 
+    def output_bias(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """The output projection's bias as written for head outputs shaped like ``z``
+        (``o(0)``; zeros without a bias), before any post-attention norm."""
+        return raw(self._block(layer).attn.o)(torch.zeros_like(z.flatten(-2)))
+
     def project(self, layer: int, which: str, resid: torch.Tensor, head: int) -> torch.Tensor:
         """``hook_{which}`` of one head (a query head for q, a KV head for k/v) recomputed
         from a residual-stream input ``resid [..., pos, d_model]`` through the layer's own
@@ -152,9 +157,12 @@ class Family:
         return False
 
     def encoder_reason(self, spec: LayerAttention) -> str | None:
-        """Why receivers of layer ``spec`` do not read ``ln1(resid_pre)`` (post-LN encoders),
-        or None."""
-        return None
+        """Why receivers of layer ``spec`` do not read ``ln1(resid_pre)``, or None: a
+        bidirectional layer is taken as a post-LN encoder's (BERT), where ``ln1`` follows
+        attention."""
+        if spec.causal:
+            return None
+        return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"
 
     def projection_reason(self, spec: LayerAttention) -> str | None:
         """Why :meth:`project` and per-head writes are not exact for layer ``spec`` (an

@@ -9,7 +9,8 @@ The swapped forward::
 
 Post-LN: the layer norm *follows* attention and the residual add, so a head's q/k/v do not
 read ``ln1(resid_pre)`` and the residual stream is not a sum of head writes. Path patching,
-the edge graph and weight-based scores refuse encoders by name (:meth:`Encoder.encoder_reason`);
+the edge graph and weight-based scores refuse encoders by name
+(:meth:`~interp.families.base.Family.encoder_reason`);
 node-level tools (activation patching, ablation) work on the model's own forward.
 """
 from __future__ import annotations
@@ -64,8 +65,3 @@ class Encoder(Family):
         out = attn.o(out.transpose(1, 2).reshape(b, n, -1))
         out = hf_attn.output.LayerNorm(hf_attn.output.dropout(out) + hidden)
         return attn.hook_out(out), pattern
-
-    def encoder_reason(self, spec: LayerAttention) -> str | None:
-        if spec.causal:
-            return None
-        return f"{spec.describe()}: post-LN encoder (ln1 follows attention)"

@@ -106,10 +106,11 @@ class RotaryDecoder(Family):
         return raw(block.ln1_post) if "ln1_post" in block._modules else None
 
     def projection_reason(self, spec: LayerAttention) -> str | None:
-        if self.post_attention_norm(spec.layer) is not None:
-            return (f"{spec.describe()}: the attention output is normalised before the residual "
-                    f"(post_attention_layernorm), so a head's write is not z @ W_O")
-        return super().projection_reason(spec)
+        why = self.encoder_reason(spec)
+        if why is None and self.post_attention_norm(spec.layer) is not None:
+            why = (f"{spec.describe()}: the attention output is normalised before the residual "
+                   f"(post_attention_layernorm), so a head's write is not z @ W_O")
+        return why or super().projection_reason(spec)
 
     def norm_modules(self, layer: int) -> dict[str, Any]:
         block = self._block(layer)
