@@ -1,9 +1,18 @@
 """Command line: ``interp <command> ...``.
 
 Each command is a function registered with :func:`command`; the parser is built from that
-table, so ``interp --help`` always lists exactly what exists. Errors the user can fix
-(unknown model, bad file, bad config, a device this machine lacks, an empty prompt) print
-one line on stderr and exit with status 2; anything else is a bug and shows its traceback.
+table, so ``interp --help`` always lists exactly what exists.
+
+Errors: what the user can fix (unknown model, bad file, bad config, a device this machine
+lacks, an empty prompt) is an :class:`~interp.errors.InterpError`, printed as one
+``interp <command>: error: ...`` line on stderr with exit status 2 (argparse's own errors exit
+2 too). Any other exception -- a builtin ``ValueError`` or ``KeyError`` included -- is a bug:
+:func:`main` lets it propagate, so it prints its traceback and Python exits with status 1.
+Code reachable from a command therefore raises an ``InterpError`` subclass for bad input
+(:mod:`interp.errors`; files through :mod:`interp.paths`). A failed rank of ``interp run
+--nproc`` (:class:`~interp.distributed.DistributedError`) is not one: ``interp run`` prints
+it whole and exits with status 1.
+
 Commands check the files they read and write (:mod:`interp.paths`) before loading any
 model, so a bad ``--out`` costs nothing. A probe's :class:`~interp.probes.common.ProbeWarning`
 (valid input whose scores mean little, e.g. induction on a prompt with no repeated token) is
@@ -39,7 +48,8 @@ _DEVICES: dict[str, str] = {}
 
 
 class UserError(InterpError):
-    """An error caused by the input; printed without a traceback, exit status 2."""
+    """A command's own check of its arguments failed (``--nproc 0``, an empty text file);
+    printed without a traceback, exit status 2."""
 
 
 def command(name: str, help: str, devices: str | None = None):
@@ -86,8 +96,9 @@ def add_device_arguments(p: argparse.ArgumentParser, override: bool = False) -> 
 
 
 def _resolve_devices(args) -> None:
-    """Check ``--device``/``--dtype`` (ValueError with one line naming the problem); for
-    ``devices="model"`` commands replace them by ``torch.device`` / ``torch.dtype``."""
+    """Check ``--device``/``--dtype`` (:class:`~interp.errors.InputError` naming the
+    problem); for ``devices="model"`` commands replace them by ``torch.device`` /
+    ``torch.dtype``."""
     how = _DEVICES.get(args.command)
     if how is None or (args.device is None and args.dtype is None):
         return                           # nothing to resolve: no torch import
@@ -193,7 +204,7 @@ def _emit(text: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
-def write_table(df, fmt: str, out: str | None) -> None:
+def print_table(df, fmt: str, out: str | None) -> None:
     """A DataFrame as ``fmt`` (``table``, ``csv`` or ``json`` records) to ``out`` or stdout."""
     import pandas as pd
 
@@ -209,7 +220,7 @@ def write_table(df, fmt: str, out: str | None) -> None:
 
 
 def format_rows(rows: Sequence[dict], columns: Sequence[str], fmt: str) -> str:
-    """Rows of ``str`` / ``int`` / ``bool`` / None values as :func:`write_table` prints the
+    """Rows of ``str`` / ``int`` / ``bool`` / None values as :func:`print_table` prints the
     same rows as a DataFrame, without importing pandas (for ``interp models``).
 
     Same text as pandas for such columns; one difference: a number column with a missing
@@ -306,23 +317,11 @@ def _probe_warnings(command_name: str):
         yield
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions :func:`main` prints as one ``error:`` line (exit status 2)."""
-    from interp.config import ConfigError
-    from interp.models.cache import CacheError
-
-    return UserError, ConfigError, CacheError, FileNotFoundError, ValueError, KeyError
-
-
-def _error_line(exc: BaseException) -> str:
-    """The message of a user error (a KeyError's own text, a missing file in interp's
-    wording)."""
+def _error_line(exc: InterpError) -> str:
+    """The one line :func:`main` prints for an :class:`~interp.errors.InterpError` (its
+    message; a ``KeyError`` subclass's own text, not its quoted repr)."""
     if isinstance(exc, KeyError) and exc.args:
-        return exc.args[0]
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        from interp.paths import file_error
-
-        return file_error(exc.filename, exc)
+        return str(exc.args[0])
     return str(exc)
 
 
@@ -343,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``interp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``interp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status: 0,
+    2 for an :class:`~interp.errors.InterpError` (one ``error:`` line), 130 when
+    interrupted. Argument errors exit 2 through argparse (``SystemExit``); any other
+    exception propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -353,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
+    except InterpError as exc:          # what the user can fix; anything else is a bug
         print(f"interp {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,9 @@ instead of a silently ignored setting (the Zoology trap named in STYLE.md).
 - :func:`from_dict` -- build a dataclass (nested dataclasses, lists, tuples, optionals and
   literal choices included) from a mapping, checking names and basic types.
 - :func:`load_toml` -- read a TOML file into a dict with a clear error for a missing file.
+- :func:`read_experiment` -- the checked top level of an experiment file (``kind``, ``title``,
+  ``description``, ``seed``, ``[config]``), for the experiment runner and for library
+  functions that read one kind's files without the runner.
 - :func:`to_dict` -- the inverse, for writing a run's config next to its results.
 - :class:`DeviceConfig` -- the ``device`` / ``dtype`` fields every experiment kind's config
   inherits (checked by :meth:`DeviceConfig.resolve_devices` when a run starts);
@@ -20,23 +23,76 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (Any, Callable, Literal, Mapping, TypeVar, Union, get_args, get_origin,
+                    get_type_hints)
 
-from interp.errors import ConfigError
+from interp.errors import ConfigError, InputError
+from interp.paths import MissingPath
 
 T = TypeVar("T")
+K = TypeVar("K")
+#: the top-level fields of an experiment file (a kind's settings go in its ``[config]`` table)
+EXPERIMENT_FIELDS = ("kind", "title", "description", "seed", "config")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file. Raises :class:`FileNotFoundError` naming the path if it is missing
-    and :class:`ConfigError` (with the file name) if it does not parse."""
+    """Read a TOML file. Raises :class:`~interp.paths.MissingPath` (a ``FileNotFoundError``)
+    naming the path if it is missing and :class:`ConfigError` (with the file name) if it does
+    not parse."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingPath(f"config file not found: {path}")
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def read_experiment(source: str | Path | Mapping[str, Any], resolve_kind: Callable[[str], K],
+                    known_kinds: Callable[[], list[str]]
+                    ) -> tuple[K, dict[str, Any], dict[str, Any], str]:
+    """The top level of an experiment (a TOML path or the same data as a dict), checked: only
+    :data:`EXPERIMENT_FIELDS`; a string ``kind`` that ``resolve_kind`` accepts (it raises
+    :class:`ConfigError` otherwise; ``known_kinds()`` is listed when ``kind`` is missing); an
+    integer ``seed`` (default 0); string ``title`` / ``description``. The ``[config]`` table
+    is returned as it is (the caller builds the kind's dataclass from it).
+
+    Returns:
+        ``(resolve_kind(kind), spec, config_table, where)``: ``spec`` holds ``kind``,
+        ``title``, ``description`` and ``seed``; ``where`` is how messages name the source
+        (the file, or ``"experiment"`` for a dict).
+
+    Raises:
+        MissingPath: the file is missing. ConfigError: anything else (names the field).
+    """
+    where = "experiment"
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        data = load_toml(source)
+        where = str(source)
+    unknown = sorted(set(data) - set(EXPERIMENT_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level field(s) {unknown}; valid fields are "
+                          f"{list(EXPERIMENT_FIELDS)} (kind settings go in the [config] table)")
+    if "kind" not in data:
+        raise ConfigError(f"{where}: missing top-level field 'kind'; known kinds: "
+                          f"{known_kinds()}")
+    if not isinstance(data["kind"], str):
+        raise ConfigError(f"{where}: 'kind' must be a string, got {data['kind']!r}")
+    try:
+        kind = resolve_kind(data["kind"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: 'seed' must be an integer, got {seed!r}")
+    for key in ("title", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key!r} must be a string")
+    spec = {"kind": data["kind"], "title": data.get("title"),
+            "description": data.get("description"), "seed": seed}
+    return kind, spec, data.get("config", {}), where
 
 
 def _type_name(tp: Any) -> str:
@@ -155,12 +211,13 @@ def to_dict(obj: Any) -> Any:
 
 
 def require_at_least(obj: Any, names: tuple[str, ...] | list[str], minimum: int | float) -> None:
-    """Raise ``ValueError("<name> must be >= <minimum>, got <value>")`` for the first of the
-    fields ``names`` of ``obj`` below ``minimum`` (for ``__post_init__`` checks)."""
+    """Raise :class:`ConfigError` (a ``ValueError``) ``"<name> must be >= <minimum>, got
+    <value>"`` for the first of the fields ``names`` of ``obj`` below ``minimum`` (for
+    ``__post_init__`` checks)."""
     for name in names:
         value = getattr(obj, name)
         if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
 
 
 
@@ -214,4 +271,4 @@ def dtype_name(dtype) -> str:
     for name in DTYPE_NAMES:
         if resolve_dtype(name) == dt:
             return name
-    raise ValueError(f"dtype {dtype!r} has no name in {list(DTYPE_NAMES)}")
+    raise InputError(f"dtype {dtype!r} has no name in {list(DTYPE_NAMES)}")

@@ -3,11 +3,14 @@
 Every entry point (``interp.load_model``, the CLI's ``--device/--dtype``, the ``device`` /
 ``dtype`` fields of experiment configs) goes through :func:`resolve_device` and
 :func:`resolve_dtype`, so ``"auto"`` means the same everywhere (CUDA when available, else
-CPU) and a device that is not there is refused with a message saying what is.
+CPU) and a device that is not there is refused with a message saying what is (an
+:class:`~interp.errors.InputError`: the CLI prints it as one line).
 """
 from __future__ import annotations
 
 import torch
+
+from interp.errors import InputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -32,25 +35,26 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     ``"mps"`` -> that device, checked to exist.
 
     Raises:
-        ValueError: an unknown device name, or a CUDA / MPS device this machine does not have.
+        InputError: (a ``ValueError``) an unknown device name, or a CUDA / MPS device this
+            machine does not have.
     """
     if device is None or device == "auto":
         return default_device()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or "
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or "
                          f"'cuda:N'") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device "
+            raise InputError(f"device {device!r} asked for, but torch sees no CUDA device "
                              f"(torch {torch.__version__}, CUDA build: "
                              f"{torch.version.cuda or 'no'}); use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but only "
+            raise InputError(f"device {device!r} asked for, but only "
                              f"{torch.cuda.device_count()} CUDA device(s) exist")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available")
+        raise InputError(f"device {device!r} asked for, but MPS is not available")
     return dev
 
 
@@ -59,12 +63,12 @@ def resolve_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
     bfloat16/bf16``.
 
     Raises:
-        ValueError: any other name (the message lists the valid ones).
+        InputError: (a ``ValueError``) any other name (the message lists the valid ones).
     """
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
     return DTYPES[dtype]

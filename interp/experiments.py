@@ -71,14 +71,15 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import pandas as pd
 
-from interp.config import ConfigError, DeviceConfig, dtype_name, from_dict, load_toml, to_dict
+from interp.config import (ConfigError, DeviceConfig, dtype_name, from_dict, read_experiment,
+                           to_dict)
 from interp.distributed import shard
+from interp.errors import InputError
 from interp.report import MAX_ROWS, Report
-from interp.results import Sweep, canonical_json, interp_version, point_key, write_meta
-from interp.results import write_table as write_csv
+from interp.hashing import canonical_json, file_hash
+from interp.results import Sweep, interp_version, point_key, write_meta, write_table
 
 T = TypeVar("T")
-TOP_LEVEL_FIELDS = ("kind", "title", "description", "seed", "config")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -211,7 +212,7 @@ class RunContext:
                   max_rows: int = MAX_ROWS) -> Path:
         """Write ``out_dir/<name>.csv`` atomically and show the table in the report (its
         first ``max_rows`` rows; the CSV has all)."""
-        path = write_csv(df, self.out_dir / f"{self._name(name)}.csv")
+        path = write_table(df, self.out_dir / f"{self._name(name)}.csv")
         self.tables[name] = path
         self.report.add_table(name, df, caption, link=path.name, max_rows=max_rows)
         return path
@@ -309,12 +310,12 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
             out["source"] = PRETRAINED[name].source.provenance()
             return out
     if kind == "toy" and name.startswith("toy:"):
-        from interp.models.toy import read_recipe, resolve_toy_path, sha256_small
+        from interp.models.toy import read_recipe, resolve_toy_path
 
         path = resolve_toy_path(name[len("toy:"):])
         stored = read_recipe(path)
         out["recipe"] = stored["hash"] if stored else None
-        out["weights"] = sha256_small(path / "model.safetensors")
+        out["weights"] = file_hash(path / "model.safetensors")
         return out
     folder = Path(str(name)).expanduser()
     if kind in ("folder", "gguf") and folder.exists():
@@ -322,8 +323,7 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
             out["files"] = [_file_stamp(folder)]
             return out
         cfg = folder / "config.json"
-        out["config"] = (hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file()
-                         else None)
+        out["config"] = file_hash(cfg)
         out["files"] = [_file_stamp(p) for p in sorted(folder.iterdir())
                         if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")]
         return out
@@ -342,33 +342,8 @@ def load_experiment(source: str | Path | Mapping[str, Any]) -> tuple[Kind, Any, 
         ``(kind, config, spec)`` where ``config`` is the kind's dataclass instance and
         ``spec`` the top-level fields (``kind``, ``title``, ``description``, ``seed``).
     """
-    where = "experiment"
-    if isinstance(source, Mapping):
-        data = dict(source)
-    else:
-        data = load_toml(source)
-        where = str(source)
-    unknown = sorted(set(data) - set(TOP_LEVEL_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown top-level field(s) {unknown}; valid fields are "
-                          f"{list(TOP_LEVEL_FIELDS)} (kind settings go in the [config] table)")
-    if "kind" not in data:
-        raise ConfigError(f"{where}: missing top-level field 'kind'; known kinds: {kinds()}")
-    if not isinstance(data["kind"], str):
-        raise ConfigError(f"{where}: 'kind' must be a string, got {data['kind']!r}")
-    try:
-        kind = get_kind(data["kind"])
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{where}: 'seed' must be an integer, got {seed!r}")
-    for key in ("title", "description"):
-        if key in data and not isinstance(data[key], str):
-            raise ConfigError(f"{where}: {key!r} must be a string")
-    cfg = from_dict(kind.config_cls, data.get("config", {}), where=f"{where}: [config]")
-    spec = {"kind": kind.name, "title": data.get("title"),
-            "description": data.get("description"), "seed": seed}
+    kind, spec, table, where = read_experiment(source, get_kind, kinds)
+    cfg = from_dict(kind.config_cls, table, where=f"{where}: [config]")
     return kind, cfg, spec
 
 
@@ -506,7 +481,7 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
         The run directory (the report is ``<dir>/report.html``).
 
     Raises:
-        FileNotFoundError: the experiment file is missing.
+        interp.paths.MissingPath: (a ``FileNotFoundError``) the experiment file is missing.
         ConfigError: bad TOML, unknown kind (lists the known ones), unknown/missing/mistyped
             config fields (names the field and lists the valid ones), a device this machine
             does not have or an unknown dtype (names the field).
@@ -514,7 +489,7 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
             with its traceback).
     """
     if nproc < 1:
-        raise ValueError(f"nproc must be >= 1, got {nproc}")
+        raise InputError(f"nproc must be >= 1, got {nproc}")
     kind, cfg, spec = load_experiment(source)
     cfg = _override_devices(kind, cfg, source, device, dtype)
     run_device, run_dtype = _run_devices(cfg, source)      # checked before any process starts

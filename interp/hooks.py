@@ -13,12 +13,9 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from interp.errors import UnknownName
+
 HookFn = Callable[..., object]
-
-
-def hook_names(model) -> list[str]:
-    """All hook point names of ``model`` (e.g. ``blocks.0.attn.hook_pattern``)."""
-    return sorted(model.hook_dict)
 
 
 @contextmanager
@@ -32,7 +29,8 @@ def attach(model, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]
     tensor replaces the activation. ``bwd_hooks`` receive gradients the same way.
 
     Raises:
-        KeyError: a hook name that the model does not have (the message lists close ones).
+        UnknownName: (a ``KeyError``) a hook name that the model does not have (the message
+            lists close ones).
     """
     names = set(model.hook_dict)
     for name, _ in (*fwd_hooks, *bwd_hooks):
@@ -40,7 +38,7 @@ def attach(model, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]
             import difflib
 
             close = difflib.get_close_matches(name, sorted(names), n=3)
-            raise KeyError(f"model has no hook point {name!r}; close matches: {close}")
+            raise UnknownName(f"model has no hook point {name!r}; close matches: {close}")
     added = []
     try:
         for direction, hooks in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):

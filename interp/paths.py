@@ -7,8 +7,11 @@ Every message names the path the user gave (never a temporary file) and a short 
     cannot read text file notes.txt: not found (no such file or folder)
     cannot write results to /proc/t.csv: permission denied
 
-:class:`PathError` is a ``ValueError``, so the CLI prints it as one line with exit status 2
-like any other bad input.
+:class:`PathError` is an :class:`~interp.errors.InputError` (a ``ValueError``), so the CLI
+prints it as one line with exit status 2 like any other bad input; :class:`MissingPath` (a
+file or checkpoint folder the user named does not exist) is also a ``FileNotFoundError``, so
+library callers that catch that keep working. The CLI catches no builtin ``OSError``: every
+path it reads or writes goes through these checks first.
 """
 from __future__ import annotations
 
@@ -19,12 +22,17 @@ from pathlib import Path
 
 from interp.errors import InputError
 
-__all__ = ["PathError", "check_input_file", "check_output_path", "check_output_dir",
+__all__ = ["PathError", "MissingPath", "check_input_file", "check_output_path", "check_output_dir",
            "file_error", "read_text_file"]
 
 
 class PathError(InputError):
     """A path the user gave cannot be read or written; the message says which and why."""
+
+
+class MissingPath(PathError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a ``FileNotFoundError``; the
+    message names the path and what to do)."""
 
 
 _REASONS = {

@@ -36,6 +36,8 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
+from interp.hashing import canonical_json, content_hash
+
 _PACKAGES = ("interp", "torch", "transformer-lens", "transformers", "numpy", "pandas", "plotly",
              "circuitsvis")
 
@@ -113,32 +115,11 @@ def write_meta(out_dir: str | Path, config: Any, seed: int | None = None,
     return atomic_write_text(Path(out_dir) / "run.json", json.dumps(meta, indent=2, default=str))
 
 
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON of ``obj`` (sorted keys, no spaces; dataclasses as dicts, anything else
-    by ``str``): equal inputs give equal text, whatever the dict order."""
-    import dataclasses
-
-    def plain(o):
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return {f.name: plain(getattr(o, f.name)) for f in dataclasses.fields(o)}
-        if isinstance(o, dict):
-            return {str(k): plain(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [plain(v) for v in o]
-        if isinstance(o, Path):
-            return str(o)
-        return o
-
-    return json.dumps(plain(obj), sort_keys=True, separators=(",", ":"), default=str)
-
-
 def point_key(**what: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``what``: the resume key of a result determined
-    by exactly these inputs (config, quick, batch, prompts, model id + weights hash, package
-    version, the point's parameters, ...)."""
-    import hashlib
-
-    return hashlib.sha256(canonical_json(what).encode()).hexdigest()
+    """:func:`~interp.hashing.content_hash` (sha256 hex of the canonical JSON) of ``what``:
+    the resume key of a result determined by exactly these inputs (config, quick, batch,
+    prompts, model id + weights hash, package version, the point's parameters, ...)."""
+    return content_hash(what)
 
 
 def key_parts(what: dict[str, Any]) -> dict[str, str]:

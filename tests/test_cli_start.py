@@ -17,7 +17,7 @@ import pytest
 
 import interp
 import interp.commands  # noqa: F401  (registers every command)
-from interp.cli import _COMMANDS, _literal_in_source, format_rows, source_literal, write_table
+from interp.cli import _COMMANDS, _literal_in_source, format_rows, print_table, source_literal
 
 HEAVY = ("torch", "transformer_lens", "transformers", "pandas", "plotly")
 
@@ -102,7 +102,7 @@ def test_models_prints_what_list_models_prints(fmt, tmp_path, monkeypatch, capsy
     code, heavy, out, err = _run_cli(["models", "--format", fmt], env_cache=cache)
     assert code == 0 and heavy == [], err
     monkeypatch.setenv("INTERP_CACHE", str(cache))
-    write_table(list_models(), fmt, None)
+    print_table(list_models(), fmt, None)
     assert out == capsys.readouterr().out
     assert "minilm-l6" in out
 
@@ -136,7 +136,7 @@ def test_format_rows_matches_pandas_for_plain_columns(capsys):
     rows = [{"a": "x", "n": 1, "ok": True, "s": "a, \"quoted\" / text"},
             {"a": "yyyy", "n": -20, "ok": False, "s": "é"}]
     for fmt in ("table", "csv", "json"):
-        write_table(pd.DataFrame(rows, columns=list(rows[0])), fmt, None)
+        print_table(pd.DataFrame(rows, columns=list(rows[0])), fmt, None)
         assert format_rows(rows, list(rows[0]), fmt) == capsys.readouterr().out, fmt
 
 

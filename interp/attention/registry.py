@@ -6,13 +6,25 @@ with ``@REGISTRY.register("name")``. Its options are the keyword-only parameters
 ``__init__``: :meth:`Registry.build` rejects anything else with a ``ValueError`` that lists what
 is valid. A class whose ``__init__`` also takes ``**kwargs`` validates those itself (the linear
 family forwards them to its feature map).
+
+Errors are user errors (:mod:`interp.errors`, one line in the CLI): an unknown name is
+:class:`NotRegistered` (an :class:`~interp.errors.UnknownName` that is also the
+``ValueError`` it always was), an unknown option or an option value the class refuses is an
+:class:`~interp.errors.InputError` (a ``ValueError`` too).
 """
 from __future__ import annotations
 
 import inspect
 from typing import Any, Callable, Generic, TypeVar
 
+from interp.errors import InputError, InterpError, UnknownName
+
 T = TypeVar("T")
+
+
+class NotRegistered(UnknownName, ValueError):
+    """A name the registry does not know (the message lists the valid ones); a
+    ``ValueError`` as well, as it always was."""
 
 
 def keyword_options(cls: type) -> dict[str, Any]:
@@ -55,7 +67,7 @@ class Registry(Generic[T]):
 
     def get_class(self, name: str) -> type[T]:
         if not isinstance(name, str) or name not in self._classes:
-            raise ValueError(
+            raise NotRegistered(
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
             )
         return self._classes[name]
@@ -65,17 +77,28 @@ class Registry(Generic[T]):
         return keyword_options(self.get_class(name))
 
     def build(self, name: str, *args: Any, **options: Any) -> T:
-        """Instantiate ``name`` with ``args`` and ``options``; unknown options raise ``ValueError``."""
+        """Instantiate ``name`` with ``args`` and ``options``.
+
+        Raises:
+            NotRegistered: an unknown ``name``.
+            InputError: an unknown option, or a value the class refuses (its own
+                ``ValueError``, same message).
+        """
         cls = self.get_class(name)
         valid = keyword_options(cls)
         if not _takes_var_kwargs(cls):
             unknown = sorted(set(options) - set(valid))
             if unknown:
-                raise ValueError(
+                raise InputError(
                     f"unknown option(s) {', '.join(map(repr, unknown))} for {self.kind} "
                     f"{name!r}; valid options: {', '.join(valid) or '(none)'}"
                 )
-        return cls(*args, **options)
+        try:
+            return cls(*args, **options)
+        except ValueError as exc:
+            if isinstance(exc, InterpError):
+                raise
+            raise InputError(str(exc)) from exc
 
 
 #: The attention-implementation registry behind ``interp.attention.names()`` / ``get()``.

@@ -16,7 +16,7 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from interp.cli import UserError, arguments, command, source_literal, write_table
+from interp.cli import UserError, arguments, command, print_table, source_literal
 
 if TYPE_CHECKING:                 # imported where used: `interp --help` needs neither
     import pandas as pd
@@ -165,5 +165,5 @@ def cmd_probe(args) -> int:
     df = df.sort_values(entry.sort_by, ascending=entry.ascending).reset_index(drop=True)
     if args.top:
         df = df.head(args.top)
-    write_table(df.round(4), args.format, args.out)
+    print_table(df.round(4), args.format, args.out)
     return 0

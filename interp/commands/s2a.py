@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from interp.cli import arguments, command, write_table
+from interp.cli import arguments, command, print_table
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def cmd_s2a(args) -> int:
     res = run_comparison(cfg, args.limit, progress=lambda it, desc=None, total=None: tqdm(
         it, desc=desc, total=total, file=sys.stderr), device=args.device, dtype=args.dtype)
     if args.out:
-        from interp.results import write_table as write_csv
+        from interp.results import write_table
         from interp.viz.figures import save_figure
 
         from interp.paths import PathError, file_error
@@ -51,12 +51,12 @@ def cmd_s2a(args) -> int:
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            write_csv(res.table, out / "s2a_table.csv")
-            write_csv(res.per_example, out / "s2a_examples.csv")
-            write_csv(res.per_layer, out / "s2a_per_layer.csv")
+            write_table(res.table, out / "s2a_table.csv")
+            write_table(res.per_example, out / "s2a_examples.csv")
+            write_table(res.per_layer, out / "s2a_per_layer.csv")
             save_figure(layer_figure(res.per_layer), out / "distractor_attention_per_layer.html")
         except OSError as exc:
             raise PathError(file_error(out, exc, "results", write=True)) from None
         print(f"wrote {out}/", file=sys.stderr)
-    write_table(res.table, args.format, None)
+    print_table(res.table, args.format, None)
     return 0

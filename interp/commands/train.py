@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from interp.cli import arguments, command, source_literal, write_table
+from interp.cli import arguments, command, print_table, source_literal
 
 
 def _default(field: str):
@@ -45,7 +45,7 @@ def cmd_train(args) -> int:
     history = train_toy_induction(cfg, out_dir=args.out, device=args.device, dtype=args.dtype)
     evals = history.dropna(subset=["induction"])
     last = evals.groupby("model").tail(1)
-    write_table(last[["model", "step", "loss", "induction", "previous_token", "repeated_loss",
+    print_table(last[["model", "step", "loss", "induction", "previous_token", "repeated_loss",
                       "icl_score"]].round(4), "table", None)
     where = args.out or default_dir(cfg.name)
     print(f"saved to {where}; load with interp.load_model('toy:{where}')", file=sys.stderr)

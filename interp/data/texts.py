@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from interp.errors import InputError
 from interp.models import cache as mcache
 from interp.models.cache import CacheError
 
@@ -223,7 +224,7 @@ def text_path(name: str, root: Path | None = None) -> Path:
     """Path of the verified cached copy of text ``name`` (built on first use)."""
     src = _source(name)
     if not isinstance(src, SdistText):
-        raise ValueError(f"text {name!r} comes from the standard library; it has no cached file")
+        raise InputError(f"text {name!r} comes from the standard library; it has no cached file")
     root = root or mcache.cache_dir()
     target = root / "texts" / name
     if target.is_dir():
@@ -255,7 +256,7 @@ def _source(name: str) -> SdistText | StdlibText:
     if name not in TEXTS:
         close = difflib.get_close_matches(name, list(TEXTS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown text {name!r}.{hint} Available: {', '.join(TEXTS)}; or "
+        raise InputError(f"unknown text {name!r}.{hint} Available: {', '.join(TEXTS)}; or "
                          f"pass a file with --text FILE")
     return TEXTS[name]
 
@@ -265,7 +266,7 @@ def load_text(name: str, root: Path | None = None) -> str:
     newlines.
 
     Raises:
-        ValueError: unknown name (the message lists the available ones).
+        InputError: (a ``ValueError``) unknown name (the message lists the available ones).
         CacheError: the source archive could not be fetched or does not verify (the message
             says how to fill the cache by hand).
     """

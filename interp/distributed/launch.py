@@ -5,18 +5,20 @@ Architecture
 :func:`run_distributed` is the one way tests, benchmarks and ``interp run --nproc N`` start
 multi-process work on one machine:
 
-1. The parent asks the OS for a free TCP port (bind to port 0) and starts ``nprocs`` processes
-   with the ``spawn`` start method (safe with threads and CUDA), passing ``MASTER_ADDR=127.0.0.1``
-   and ``MASTER_PORT`` in each child's environment.
-2. Each child initialises a process group (``backend``: default gloo, i.e. CPU tensors; pass
-   ``"nccl"`` for CUDA tensors), calls ``fn(rank, world_size, *args)``, pickles the return value
-   *itself* (plain bytes, so tensors do not depend on shared memory of a process that exits) and
-   puts ``(rank, ok, payload)`` on a result queue -- the formatted traceback when ``fn`` raised.
-   The process group is destroyed in a ``finally`` block either way.
-3. The parent drains the queue while watching the deadline and the children's exit codes. The
-   first failure (an exception in a rank, a rank that died without reporting, or the timeout)
-   terminates the remaining children -- which would otherwise hang in a collective waiting for
-   the failed rank -- and raises :class:`DistributedError` naming the rank, with its traceback.
+1. (:func:`_start`) The parent asks the OS for a free TCP port (bind to port 0) and starts
+   ``nprocs`` processes with the ``spawn`` start method (safe with threads and CUDA), passing
+   ``MASTER_ADDR=127.0.0.1`` and ``MASTER_PORT`` in each child's environment.
+2. (:func:`_worker`) Each child initialises a process group (``backend``: default gloo, i.e.
+   CPU tensors; pass ``"nccl"`` for CUDA tensors), calls ``fn(rank, world_size, *args)``,
+   pickles the return value *itself* (plain bytes, so tensors do not depend on shared memory
+   of a process that exits) and puts ``(rank, ok, payload)`` on a result queue -- the
+   formatted traceback when ``fn`` raised. The process group is destroyed in a ``finally``
+   block either way.
+3. (:func:`_collect`, :func:`_stop`) The parent drains the queue while watching the deadline
+   and the children's exit codes. The first failure (an exception in a rank, a rank that died
+   without reporting, or the timeout) terminates the remaining children -- which would
+   otherwise hang in a collective waiting for the failed rank -- and raises
+   :class:`DistributedError` naming the rank, with its traceback.
 
 ``fn`` and ``args`` must be picklable (a module-level function); results must be picklable.
 """
@@ -34,6 +36,7 @@ from typing import Any, Callable
 import torch.multiprocessing as mp
 
 from interp.distributed.shard import RUN_TIMEOUT
+from interp.errors import InputError
 
 __all__ = ["run_distributed", "DistributedError", "free_port"]
 
@@ -43,6 +46,11 @@ _GRACE_S = 2.0
 
 class DistributedError(RuntimeError):
     """A rank failed, died, or the run timed out; the message names the rank(s).
+
+    Not an :class:`~interp.errors.InterpError`: it reports another process's failure (with its
+    traceback), which is as likely a bug as bad input, so the CLI does not reduce it to one
+    ``error:`` line; ``interp run`` prints it whole and exits with status 1 (finished sweep
+    points are kept for a rerun).
 
     ``failures`` lists ``(rank, message)`` with the likely root cause first (rank -1: the
     timeout); ``summary`` is one line: the first failing rank and its exception."""
@@ -125,8 +133,25 @@ def run_distributed(
             or the run exceeded ``timeout``. The other processes are terminated first.
     """
     if nprocs < 1:
-        raise ValueError(f"nprocs must be >= 1, got {nprocs}")
-    backend = backend or "gloo"
+        raise InputError(f"nprocs must be >= 1, got {nprocs}")
+    procs, results = _start(fn, nprocs, args, backend or "gloo", timeout, num_threads)
+    out: dict[int, Any] = {}
+    try:
+        failures = _collect(procs, results, out, timeout)
+        if failures:
+            # Ranks that died or raised first are usually the cause; the others often only
+            # report a broken connection to them.
+            ordered = sorted(failures.items(), key=lambda item: ("Connection" in item[1], item[0]))
+            raise DistributedError("\n".join(msg for _, msg in ordered), ordered)
+    finally:
+        _stop(procs, results, failed=len(out) < nprocs)
+    return [out[r] for r in range(nprocs)]
+
+
+def _start(fn, nprocs: int, args: tuple, backend: str, timeout: float | None,
+           num_threads: int | None):
+    """Step 1: ``nprocs`` spawned children running :func:`_worker` on a fresh free port;
+    returns ``(processes, result queue)``."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
@@ -140,57 +165,63 @@ def run_distributed(
     ]
     for p in procs:
         p.start()
-    out: dict[int, Any] = {}
+    return procs, results
+
+
+def _collect(procs: list, results, out: dict[int, Any], timeout: float | None) -> dict[int, str]:
+    """Step 3: drain the result queue into ``out`` (rank -> result) until every rank reported,
+    watching the deadline and the children's exit codes; after a first failure, collect the
+    others for :data:`_GRACE_S` seconds (root cause first). Returns rank -> what went wrong
+    (rank -1: the timeout)."""
+    nprocs = len(procs)
     failures: dict[int, str] = {}  # rank -> what went wrong
     deadline = time.monotonic() + timeout if timeout is not None else float("inf")
     grace_end = None  # after a first failure, collect the others briefly (root cause first)
-    try:
-        while len(out) + len(failures) < nprocs:
-            now = time.monotonic()
-            if grace_end is not None and now > grace_end:
-                break
-            try:
-                rank, ok, payload = results.get(timeout=0.05)
-            except queue_mod.Empty:
-                silent = [
-                    r for r, p in enumerate(procs)
-                    if r not in out and r not in failures and p.exitcode is not None
-                ]
-                if silent:
-                    try:  # a rank may have reported just before exiting: drain it first
-                        rank, ok, payload = results.get(timeout=1.0)
-                    except queue_mod.Empty:
-                        for r in silent:
-                            failures[r] = (
-                                f"rank {r} (exit code {procs[r].exitcode}) exited without "
-                                "reporting a result"
-                            )
-                        grace_end = grace_end or time.monotonic() + _GRACE_S
-                        continue
-                elif now > deadline:
-                    missing = [r for r in range(nprocs) if r not in out and r not in failures]
-                    failures[-1] = f"timed out after {timeout:.0f}s waiting for rank(s) {missing}"
-                    break
-                else:
+    while len(out) + len(failures) < nprocs:
+        now = time.monotonic()
+        if grace_end is not None and now > grace_end:
+            break
+        try:
+            rank, ok, payload = results.get(timeout=0.05)
+        except queue_mod.Empty:
+            silent = [
+                r for r, p in enumerate(procs)
+                if r not in out and r not in failures and p.exitcode is not None
+            ]
+            if silent:
+                try:  # a rank may have reported just before exiting: drain it first
+                    rank, ok, payload = results.get(timeout=1.0)
+                except queue_mod.Empty:
+                    for r in silent:
+                        failures[r] = (
+                            f"rank {r} (exit code {procs[r].exitcode}) exited without "
+                            "reporting a result"
+                        )
+                    grace_end = grace_end or time.monotonic() + _GRACE_S
                     continue
-            if ok:
-                out[rank] = pickle.loads(payload)
+            elif now > deadline:
+                missing = [r for r in range(nprocs) if r not in out and r not in failures]
+                failures[-1] = f"timed out after {timeout:.0f}s waiting for rank(s) {missing}"
+                break
             else:
-                failures[rank] = f"rank {rank} of {nprocs} failed:\n{payload}"
-                grace_end = grace_end or time.monotonic() + _GRACE_S
-        if failures:
-            # Ranks that died or raised first are usually the cause; the others often only
-            # report a broken connection to them.
-            ordered = sorted(failures.items(), key=lambda item: ("Connection" in item[1], item[0]))
-            raise DistributedError("\n".join(msg for _, msg in ordered), ordered)
-    finally:
-        for p in procs:
-            if p.is_alive() and len(out) < nprocs:  # failed run: others may hang
-                p.terminate()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        results.close()
-    return [out[r] for r in range(nprocs)]
+                continue
+        if ok:
+            out[rank] = pickle.loads(payload)
+        else:
+            failures[rank] = f"rank {rank} of {nprocs} failed:\n{payload}"
+            grace_end = grace_end or time.monotonic() + _GRACE_S
+    return failures
+
+
+def _stop(procs: list, results, failed: bool) -> None:
+    """Terminate the children that are still running after a failed run (they would hang in a
+    collective waiting for the failed rank), then join every child and close the queue."""
+    for p in procs:
+        if p.is_alive() and failed:
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    results.close()

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from interp.models.loading import ensure_info
-from interp.config import DeviceConfig, require_at_least
+from interp.config import ConfigError, DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 DEFAULT_PROMPT = (
@@ -75,9 +75,9 @@ class QuickstartConfig(DeviceConfig):
     def __post_init__(self):
         require_at_least(self, ("seg_len", "batch", "quick_batch", "top_k", "view_seg_len"), 1)
         if not self.locality_windows or min(self.locality_windows) < 1:
-            raise ValueError("locality_windows must be a non-empty list of sizes >= 1")
+            raise ConfigError("locality_windows must be a non-empty list of sizes >= 1")
         if not self.prompt.strip():
-            raise ValueError("prompt must not be empty")
+            raise ConfigError("prompt must not be empty")
 
 
 def _label(layer: int, head: int) -> str:
@@ -108,38 +108,60 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
     """Induction, previous-token, locality, K-composition and sink probes on one model,
     with heatmaps and an attention view."""
     import interp
-    from interp.attention import get as get_attention
-    from interp.circuits import composition_scores
     from interp.probes.common import to_tokens
-    from interp.probes.induction import induction_scores, repeated_random_tokens, top_heads
-    from interp.probes.locality import locality_scores
-    from interp.probes.sink import sink_scores, sink_summary
-    from interp.probes.patterns import attention_view
-    from interp.viz import head_heatmap, matrix_heatmap, sink_curves
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    stages = ["load model", "induction scores", "locality", "K-composition", "sinks",
-              "attention view"]
-    bar = ctx.progress(None, desc="quickstart", total=len(stages))
-    done = []
-
-    def stage(name: str) -> None:
-        if done:
-            bar.update(1)
-        done.append(name)
-        bar.set_postfix_str(name)
-        ctx.log(name)
-
+    stage = _Stages(ctx, ["load model", "induction scores", "locality", "K-composition",
+                          "sinks", "attention view"])
     stage("load model")
     model = interp.load_model(cfg.model, device=ctx.device, dtype=ctx.dtype)
     info = ensure_info(model)
-    batch = cfg.quick_batch if ctx.quick else cfg.batch
     ctx.report.facts["model"] = (f"{cfg.model} ({model.cfg.n_layers} layers x "
                                  f"{model.cfg.n_heads} heads)")
-
-    # -- induction-circuit scores ----------------------------------------------------
     stage("induction scores")
+    ind, top_ind, top_prev = _induction_stage(model, cfg, ctx)
+    stage("locality")
+    tokens = to_tokens(model, cfg.prompt)
+    loc, windows = _locality_stage(model, tokens, cfg, ctx)
+    stage("K-composition")
+    ktab = _composition_stage(model, top_prev, top_ind, ctx)
+    stage("sinks")
+    sink = _sink_stage(model, tokens, cfg, ctx)
+    stage("attention view")
+    _view_stage(model, top_ind, top_prev, cfg, ctx)
+    ctx.add_text(_summary(cfg, model, info.causal, ind, ktab, loc, windows, sink), at_top=True)
+    stage.close()
+
+
+class _Stages:
+    """One progress bar over the named stages; ``stage(name)`` starts the next one (and logs
+    it), :meth:`close` finishes the last."""
+
+    def __init__(self, ctx: RunContext, names: list[str]) -> None:
+        self.ctx = ctx
+        self.bar = ctx.progress(None, desc="quickstart", total=len(names))
+        self.done: list[str] = []
+
+    def __call__(self, name: str) -> None:
+        if self.done:
+            self.bar.update(1)
+        self.done.append(name)
+        self.bar.set_postfix_str(name)
+        self.ctx.log(name)
+
+    def close(self) -> None:
+        self.bar.update(1)
+        self.bar.close()
+
+
+def _induction_stage(model, cfg: QuickstartConfig, ctx: RunContext):
+    """Induction-circuit scores of every head: tables and heatmaps. Returns the scores and
+    the top induction / previous-token heads."""
+    from interp.probes.induction import induction_scores, top_heads
+    from interp.viz import head_heatmap
+
+    batch = cfg.quick_batch if ctx.quick else cfg.batch
     ind = induction_scores(model, seg_len=cfg.seg_len, batch=batch, seed=cfg.seed)
     ctx.add_table("induction_scores",
                   ind.sort_values("induction", ascending=False).reset_index(drop=True),
@@ -162,32 +184,43 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
                    head_heatmap(ind, "previous_token", zmin=0, zmax=1,
                                 title="previous-token score per head"),
                    "attention to the immediately preceding token")
+    return ind, top_ind, top_prev
 
-    # -- locality ----------------------------------------------------------------------
-    stage("locality")
-    tokens = to_tokens(model, cfg.prompt)
+
+def _locality_stage(model, tokens, cfg: QuickstartConfig, ctx: RunContext):
+    """Locality on the prompt for the windows shorter than it: table and heatmap of the
+    first window. Returns the scores (None when no window fits) and those windows."""
+    from interp.attention import get as get_attention
+    from interp.probes.locality import locality_scores
+    from interp.viz import head_heatmap
+
     n_tok = tokens.shape[1]
     windows = [w for w in cfg.locality_windows if w < n_tok]
-    loc = None
-    if windows:
-        layouts = {f"window_{w}": get_attention("sliding_window", window=w) for w in windows}
-        loc = locality_scores(model, tokens, layouts=layouts, min_query=windows[0])
-        ctx.add_table("locality", loc,
-                      f"share of each head's attention inside a sliding window, queries at "
-                      f"positions >= {windows[0]} of the {n_tok}-token prompt", max_rows=15)
-        first = loc[loc.layout == f"window_{windows[0]}"]
-        ctx.add_figure("locality_heatmap",
-                       head_heatmap(first, "mass_inside", zmin=0, zmax=1,
-                                    title=f"attention mass inside a {windows[0]}-token window"),
-                       "1 = the head only looks at the last "
-                       f"{windows[0]} tokens; low = it reaches further back (or to the "
-                       "first token)")
-    else:
+    if not windows:
         ctx.add_text(f"Locality skipped: the prompt has {n_tok} tokens, not more than any "
                      f"window in {list(cfg.locality_windows)}.")
+        return None, windows
+    layouts = {f"window_{w}": get_attention("sliding_window", window=w) for w in windows}
+    loc = locality_scores(model, tokens, layouts=layouts, min_query=windows[0])
+    ctx.add_table("locality", loc,
+                  f"share of each head's attention inside a sliding window, queries at "
+                  f"positions >= {windows[0]} of the {n_tok}-token prompt", max_rows=15)
+    first = loc[loc.layout == f"window_{windows[0]}"]
+    ctx.add_figure("locality_heatmap",
+                   head_heatmap(first, "mass_inside", zmin=0, zmax=1,
+                                title=f"attention mass inside a {windows[0]}-token window"),
+                   "1 = the head only looks at the last "
+                   f"{windows[0]} tokens; low = it reaches further back (or to the "
+                   "first token)")
+    return loc, windows
 
-    # -- K-composition -------------------------------------------------------------------
-    stage("K-composition")
+
+def _composition_stage(model, top_prev, top_ind, ctx: RunContext) -> pd.DataFrame:
+    """K-composition of the top previous-token heads into the top induction heads: table
+    and heatmap. Returns the table."""
+    from interp.circuits import composition_scores
+    from interp.viz import matrix_heatmap
+
     comp = composition_scores(model, "K")
     ktab = composition_table(comp, top_prev, top_ind)
     ctx.add_table("k_composition", ktab,
@@ -200,9 +233,16 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
                                       row_title="previous-token head (src)",
                                       col_title="induction head (dst)"),
                        "blank: the source head is not in an earlier layer")
+    return ktab
 
-    # -- sinks ---------------------------------------------------------------------------
-    stage("sinks")
+
+def _sink_stage(model, tokens, cfg: QuickstartConfig, ctx: RunContext) -> pd.DataFrame:
+    """Attention-sink mass of the first tokens per layer: table and curves. Returns the
+    per-layer table."""
+    from interp.probes.sink import sink_scores, sink_summary
+    from interp.viz import sink_curves
+
+    n_tok = tokens.shape[1]
     positions = tuple(p for p in cfg.sink_positions if -n_tok <= p < n_tok)
     sink = sink_summary(sink_scores(model, tokens, positions=positions))
     ctx.add_table("sink_per_layer", sink,
@@ -211,9 +251,15 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
     ctx.add_figure("sink_curves", sink_curves(sink, "mass", "position",
                                               title="attention mass on the first tokens"),
                    "mean over heads and queries of the attention paid to each position")
+    return sink
 
-    # -- attention view ------------------------------------------------------------------
-    stage("attention view")
+
+def _view_stage(model, top_ind, top_prev, cfg: QuickstartConfig, ctx: RunContext) -> None:
+    """An attention view of the top induction heads and the top previous-token head on a
+    repeated random sequence."""
+    from interp.probes.induction import repeated_random_tokens
+    from interp.probes.patterns import attention_view
+
     rep = repeated_random_tokens(model, batch=1, seg_len=cfg.view_seg_len, seed=cfg.seed)
     view_heads = list(dict.fromkeys(top_ind[:3] + top_prev[:1]))
     view = attention_view(model, rep, heads=view_heads)
@@ -223,13 +269,17 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
                  f"token after the previous occurrence (a stripe below the diagonal), the "
                  f"previous-token head to the token before")
 
-    # -- summary -------------------------------------------------------------------------
+
+def _summary(cfg: QuickstartConfig, model, causal: bool, ind: pd.DataFrame,
+             ktab: pd.DataFrame, loc: pd.DataFrame | None, windows: list[int],
+             sink: pd.DataFrame) -> str:
+    """The report's summary (markdown) from the stages' tables."""
     best = ind.nlargest(1, "induction").iloc[0]
     prev = ind.nlargest(1, "previous_token").iloc[0]
     lines = [
         "## Summary",
         f"- Model **{cfg.model}**: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, "
-        f"{'causal' if info.causal else 'bidirectional'}.",
+        f"{'causal' if causal else 'bidirectional'}.",
         f"- Top induction head **{_label(best['layer'], best['head'])}** "
         f"(score {best['induction']:.3f});"
         f" {int((ind.induction > 0.3).sum())} heads score above 0.3.",
@@ -250,6 +300,4 @@ def run_quickstart(cfg: QuickstartConfig, ctx: RunContext) -> None:
         s0 = sink[sink.position == 0]
         lines.append(f"- Mean attention on token 0 over layers: {s0['mass'].mean():.3f} "
                      f"(share of heads with alpha > 0.3: {s0['sink_share'].mean():.2f}).")
-    ctx.add_text("\n".join(lines), at_top=True)
-    bar.update(1)
-    bar.close()
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.config import DeviceConfig, require_at_least
+from interp.config import ConfigError, DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 
@@ -48,7 +48,7 @@ class S2AConfig(DeviceConfig):
 
     def __post_init__(self):
         if self.generate_with not in ("hf", "bridge"):
-            raise ValueError(f"generate_with must be 'hf' or 'bridge', got {self.generate_with!r}")
+            raise ConfigError(f"generate_with must be 'hf' or 'bridge', got {self.generate_with!r}")
         require_at_least(self, ("limit", "quick_limit", "answer_tokens", "rewrite_tokens",
                                 "threads"), 0)
 

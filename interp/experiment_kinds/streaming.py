@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp.config import DeviceConfig, require_at_least
+from interp.config import ConfigError, DeviceConfig, require_at_least
 from interp.experiments import RunContext, experiment
 
 
@@ -74,9 +74,9 @@ class StreamingConfig(DeviceConfig):
                                 "threads"), 0)
         for name in ("windows", "quick_windows"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a non-empty list of sizes >= 1")
+                raise ConfigError(f"{name} must be a non-empty list of sizes >= 1")
         if 0 not in self.sinks or max(self.sinks) < 1:
-            raise ValueError(f"sinks must include 0 (window-only) and a count > 0, "
+            raise ConfigError(f"sinks must include 0 (window-only) and a count > 0, "
                              f"got {self.sinks}")
 
 

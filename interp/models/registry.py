@@ -20,6 +20,7 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from interp.errors import ModelLoadError
 from interp.models import cache
 from interp.models.info import ModelInfo
 from interp.models.pretrained import PRETRAINED   # the spec table; imports no torch
@@ -79,13 +80,14 @@ def list_models() -> pd.DataFrame:
     return pd.DataFrame(model_rows(), columns=list(MODEL_COLUMNS))
 
 
-def unknown_model_error(name: str) -> ValueError:
+def unknown_model_error(name: str) -> ModelLoadError:
     """The error for a name that is no registry model, folder, GGUF file or hub id (with the
-    closest registry name, if any)."""
+    closest registry name, if any); a :class:`~interp.errors.ModelLoadError`, so also a
+    ``ValueError``."""
     names = model_names()
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown model {name!r}.{hint} Available: {', '.join(names)}; "
+    return ModelLoadError(f"unknown model {name!r}.{hint} Available: {', '.join(names)}; "
                       f"or 'toy:<checkpoint folder>', a folder with config.json, a .gguf "
                       f"file, or a Hugging Face hub id 'owner/name'.")
 
@@ -138,10 +140,11 @@ def load_model(name: str, device: str | torch.device | None = None,
         ``.interp_info`` (:class:`ModelInfo`: family, causal, n_ctx, bos, ...).
 
     Raises:
-        ValueError: unknown name (the message lists the available ones); a folder without
-            config.json; a hub id that is not cached while offline
-            (:class:`interp.models.loading.ModelLoadError`).
-        NotImplementedError: an architecture TransformerLens cannot wrap exactly.
+        interp.errors.ModelLoadError: (a ``ValueError``) unknown name (the message lists the
+            available ones); a folder without config.json; a hub id that is not cached while
+            offline.
+        NotImplementedError: an architecture TransformerLens cannot wrap exactly
+            (:class:`interp.errors.Refused`).
         interp.models.cache.CacheError: registry weights could not be fetched (the message
             says how to fill the cache by hand).
     """

@@ -12,7 +12,8 @@ in ``<cache>/toy/<name>`` (where ``interp train`` writes).
 
 Recipes: a checkpoint saved with a recipe (``save_toy(..., recipe=...)`` or a model carrying
 ``model.toy_recipe``, as :mod:`interp.recipes.toy_induction` trains them) also holds
-``recipe.json`` = ``{"recipe": <the full training recipe as JSON>, "hash": <sha256>}``.
+``recipe.json`` = ``{"recipe": <the full training recipe as JSON>, "hash": <sha256>}`` (its
+:func:`~interp.hashing.content_hash`).
 :func:`check_recipe` compares it with the recipe a caller wants and names every differing
 field (``config.steps: 1500 -> 100``); a checkpoint without ``recipe.json`` (older, or saved
 without one) matches no recipe. :func:`load_toy` attaches the stored recipe as
@@ -39,9 +40,10 @@ from tqdm.auto import tqdm
 
 from interp.config import from_dict, to_dict
 from interp.errors import InputError
-from interp.results import canonical_json
+from interp.hashing import canonical_json, content_hash
 from interp.models.cache import cache_dir
 from interp.models.info import ModelInfo
+from interp.paths import MissingPath
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class ToyConfig:
     def __post_init__(self):
         for field in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):
             if getattr(self, field) < 1:
-                raise ValueError(f"ToyConfig.{field} must be >= 1, got {getattr(self, field)}")
+                raise InputError(f"ToyConfig.{field} must be >= 1, got {getattr(self, field)}")
 
     def bridge_config(self) -> dict:
         """The TransformerBridgeConfig fields for ``TransformerBridge.boot_native``."""
@@ -143,13 +145,6 @@ class ToyRecipeMismatch(InputError):
     differing fields)."""
 
 
-def recipe_hash(recipe: dict) -> str:
-    """sha256 (hex) of a recipe's canonical JSON."""
-    import hashlib
-
-    return hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
-
-
 def read_recipe(path: str | Path) -> dict | None:
     """``{"recipe": ..., "hash": ...}`` stored with checkpoint ``path``, or None."""
     f = Path(path) / RECIPE_FILE
@@ -166,7 +161,7 @@ def recipe_differences(stored: dict | None, wanted: dict) -> list[str]:
     """The fields in which a stored recipe differs from ``wanted``, as ``field: old -> new``
     (values as JSON); ``["recipe.json: (absent) -> <hash>"]`` when nothing is stored."""
     if stored is None:
-        return [f"{RECIPE_FILE}: (absent) -> {recipe_hash(wanted)[:12]}"]
+        return [f"{RECIPE_FILE}: (absent) -> {content_hash(wanted)[:12]}"]
     old, new = json.loads(canonical_json(stored)), json.loads(canonical_json(wanted))
     out: list[str] = []
 
@@ -191,17 +186,9 @@ def check_recipe(path: str | Path, recipe: dict) -> list[str]:
     """``[]`` when checkpoint ``path`` was trained with ``recipe``, else the differing fields
     (:func:`recipe_differences`)."""
     stored = read_recipe(path)
-    if stored is not None and stored.get("hash") == recipe_hash(recipe):
+    if stored is not None and stored.get("hash") == content_hash(recipe):
         return []
     return recipe_differences(None if stored is None else stored["recipe"], recipe)
-
-
-def sha256_small(path: str | Path) -> str | None:
-    """sha256 (hex) of a (small) file, None when it is missing."""
-    import hashlib
-
-    path = Path(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def save_toy(model, path: str | Path, history: pd.DataFrame | None = None,
@@ -231,7 +218,7 @@ def save_toy(model, path: str | Path, history: pd.DataFrame | None = None,
             history.to_csv(tmp / "history.csv", index=False)
         if recipe is not None:
             (tmp / RECIPE_FILE).write_text(json.dumps(
-                {"recipe": json.loads(canonical_json(recipe)), "hash": recipe_hash(recipe)},
+                {"recipe": json.loads(canonical_json(recipe)), "hash": content_hash(recipe)},
                 indent=2))
         else:
             (path / RECIPE_FILE).unlink(missing_ok=True)
@@ -250,7 +237,7 @@ def resolve_toy_path(spec: str | Path) -> Path:
     named = cache_dir() / "toy" / str(spec)
     if (named / "config.json").is_file():
         return named
-    raise FileNotFoundError(
+    raise MissingPath(
         f"no toy checkpoint at {p} or {named} (a folder with config.json and "
         f"model.safetensors). Train one with `interp train toy-induction` or "
         f"interp.models.toy.train_toy, or pass the checkpoint folder."
@@ -267,12 +254,12 @@ def load_toy(spec: str | Path, device: str | torch.device | None = None,
                     where=str(path / "config.json"))
     weights = path / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"toy checkpoint {path} has no model.safetensors")
+        raise MissingPath(f"toy checkpoint {path} has no model.safetensors")
     model = build_toy(cfg, device=device, dtype=dtype)
     state = load_file(weights, device=str(device) if device else "cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"toy checkpoint {path} does not match its config: missing "
+        raise InputError(f"toy checkpoint {path} does not match its config: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
     stored = read_recipe(path)
     model.toy_recipe = None if stored is None else stored["recipe"]

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from interp.config import to_dict
+from interp.errors import InputError
 from interp.models.cache import cache_dir
 from interp.models.toy import (ToyConfig, ToyRecipeMismatch, build_toy, check_recipe,
                                save_toy, token_losses, train_toy)
@@ -158,7 +159,7 @@ def train_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
         ``icl_score`` (metric columns filled on evaluation steps).
     """
     if not 1 <= cfg.min_seg <= cfg.max_seg:
-        raise ValueError(f"need 1 <= min_seg <= max_seg, got {cfg.min_seg}, {cfg.max_seg}")
+        raise InputError(f"need 1 <= min_seg <= max_seg, got {cfg.min_seg}, {cfg.max_seg}")
     from interp.devices import resolve_device
 
     device = resolve_device(device) if device is not None else torch.device("cpu")
@@ -193,7 +194,7 @@ def ensure_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
             :class:`~interp.models.toy.ToyRecipeMismatch` naming the differing fields.
     """
     if on_mismatch not in ("retrain", "refuse"):
-        raise ValueError(f"on_mismatch must be 'retrain' or 'refuse', got {on_mismatch!r}")
+        raise InputError(f"on_mismatch must be 'retrain' or 'refuse', got {on_mismatch!r}")
     out = Path(out_dir) if out_dir else default_dir(cfg.name)
     wanted = [(out, recipe(cfg, "main"))]
     if cfg.control:

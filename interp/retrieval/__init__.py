@@ -5,9 +5,9 @@
 - :mod:`interp.retrieval.train`: :func:`train_mqar` on CPU and :func:`evaluate`.
 - :mod:`interp.retrieval.sweep`: :func:`retrieval_sweep` (returns :class:`RetrievalTables`)
   and :func:`run_retrieval_sweep` (the same, resumable in a folder), recall against width and
-  state size for every implementation; :func:`load_experiment` reads
-  ``experiments/retrieval_*.toml``. ``python -m interp.retrieval EXPERIMENT.toml OUT_DIR
-  [--quick]`` runs one as an experiment (tables, figures, report).
+  state size for every implementation; :func:`load_retrieval_config` reads
+  ``experiments/retrieval_*.toml``. ``interp run EXPERIMENT.toml [--out DIR] [--quick]``
+  runs one as an experiment (tables, figures, report).
 - :mod:`interp.retrieval.linearised`: :func:`linearised_study`, in-context key-value lookup
   and perplexity of a pretrained model with linear attention swapped in, per feature map.
 
@@ -22,14 +22,15 @@ from interp.retrieval.model import (
 )
 from interp.retrieval.sweep import (
     HybridSpec, QuickOverrides, RetrievalSweepConfig, RetrievalTables, based_hybrid,
-    load_experiment, retrieval_sweep, run_retrieval_sweep, sweep_points,
+    load_retrieval_config, retrieval_sweep, run_retrieval_sweep, sweep_points,
 )
 from interp.retrieval.train import TrainConfig, TrainResult, evaluate, train_mqar
 
 __all__ = [
     "AttentionMixer", "MixerSpec", "RetrievalModel", "RetrievalModelConfig", "HybridSpec",
     "QuickOverrides", "RetrievalSweepConfig", "RetrievalTables", "based_hybrid",
-    "load_experiment", "retrieval_sweep", "run_retrieval_sweep", "sweep_points", "TrainConfig", "TrainResult", "evaluate",
+    "load_retrieval_config", "retrieval_sweep", "run_retrieval_sweep", "sweep_points",
+    "TrainConfig", "TrainResult", "evaluate",
     "train_mqar", "kv_lookup_accuracy", "layer_set", "linearised_study", "perplexity",
     "text_windows",
 ]

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
 from interp.models.toy import token_losses
 from interp.tasks.kv_lookup import KVLookupBatch, KVLookupConfig
 
@@ -50,7 +51,7 @@ def layer_set(name: str, n_layers: int) -> list[int]:
     """Layer indices (sorted, non-empty) named by ``name`` for an ``n_layers`` model.
 
     ``name`` is a key of :data:`LAYER_SETS`, ``"layers:A-B"`` (A..B inclusive) or
-    ``"layers:A,B,..."``. Raises ``ValueError`` for anything else or out-of-range layers.
+    ``"layers:A,B,..."``. Raises ``InputError`` for anything else or out-of-range layers.
     """
     if name in LAYER_SETS:
         layers = LAYER_SETS[name](n_layers)
@@ -63,12 +64,12 @@ def layer_set(name: str, n_layers: int) -> list[int]:
             else:
                 layers = sorted({int(x) for x in spec.split(",")})
         except ValueError:
-            raise ValueError(f"bad layer set {name!r}: write layers:A-B or layers:A,B,C") from None
+            raise InputError(f"bad layer set {name!r}: write layers:A-B or layers:A,B,C") from None
     else:
-        raise ValueError(f"unknown layer set {name!r}; valid: {', '.join(LAYER_SETS)}, "
+        raise InputError(f"unknown layer set {name!r}; valid: {', '.join(LAYER_SETS)}, "
                          f"layers:A-B, layers:A,B,C")
     if not layers or not all(0 <= i < n_layers for i in layers):
-        raise ValueError(f"layer set {name!r} gives {layers}: needs layers in [0, {n_layers})")
+        raise InputError(f"layer set {name!r} gives {layers}: needs layers in [0, {n_layers})")
     return layers
 
 
@@ -105,13 +106,13 @@ def kv_lookup_accuracy(model, prompts: KVLookupBatch, batch_size: int = 16) -> d
 def text_windows(tokenizer, text: str, n_tokens: int, window: int) -> Tensor:
     """``LongTensor [n_tokens // window, window + 1]``: the first ``n_tokens`` tokens of
     ``text`` cut into equal windows, each led by the tokenizer's BOS (when it has one, else
-    the windows are ``[.., window]``). Raises ``ValueError`` if the text is too short."""
+    the windows are ``[.., window]``). Raises ``InputError`` if the text is too short."""
     if window < 2 or n_tokens < window:
-        raise ValueError(f"need window >= 2 and n_tokens >= window, got {window}, {n_tokens}")
+        raise InputError(f"need window >= 2 and n_tokens >= window, got {window}, {n_tokens}")
     ids = tokenizer(text, add_special_tokens=False).input_ids
     n = (n_tokens // window) * window
     if len(ids) < n:
-        raise ValueError(f"the text has {len(ids)} tokens, fewer than n_tokens={n}")
+        raise InputError(f"the text has {len(ids)} tokens, fewer than n_tokens={n}")
     body = torch.tensor(ids[:n], dtype=torch.long).view(-1, window)  # [w, window]
     if tokenizer.bos_token_id is None:
         return body
@@ -169,7 +170,7 @@ def linearised_study(model, feature_maps: Sequence[str] | None = None,
     maps = list(attention.feature_maps() if feature_maps is None else feature_maps)
     unknown = sorted(set(maps) - set(attention.feature_maps()))
     if unknown:
-        raise ValueError(f"unknown feature map(s) {unknown}; valid: {attention.feature_maps()}")
+        raise InputError(f"unknown feature map(s) {unknown}; valid: {attention.feature_maps()}")
     n_layers = model.cfg.n_layers
     sets = {name: layer_set(name, n_layers) for name in layer_sets}
     batch = prompts.build(model.tokenizer, seed)

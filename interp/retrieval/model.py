@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from interp import attention
-from interp.config import require_at_least
+from interp.attention.registry import NotRegistered
+from interp.config import ConfigError, require_at_least
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,10 @@ class MixerSpec:
     def __post_init__(self) -> None:
         valid = attention.names()
         if self.name not in valid:
-            raise ValueError(f"unknown attention implementation {self.name!r}; "
+            raise NotRegistered(f"unknown attention implementation {self.name!r}; "
                              f"valid names: {', '.join(valid)}")
         if "d_head" in self.options:
-            raise ValueError("do not set d_head in mixer options: the model sets it to "
+            raise ConfigError("do not set d_head in mixer options: the model sets it to "
                              "d_model // n_heads")
 
     def build(self, d_head: int) -> attention.AttentionImpl:
@@ -102,14 +103,14 @@ class RetrievalModelConfig:
     def __post_init__(self) -> None:
         require_at_least(self, ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"), 1)
         if self.short_conv < 0:
-            raise ValueError(f"short_conv must be >= 0, got {self.short_conv}")
+            raise ConfigError(f"short_conv must be >= 0, got {self.short_conv}")
         if self.mlp_ratio < 0:
-            raise ValueError(f"mlp_ratio must be >= 0, got {self.mlp_ratio}")
+            raise ConfigError(f"mlp_ratio must be >= 0, got {self.mlp_ratio}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
+            raise ConfigError(f"d_model ({self.d_model}) must be a multiple of n_heads "
                              f"({self.n_heads})")
         if not self.mixers:
-            raise ValueError("mixers must name at least one attention implementation")
+            raise ConfigError("mixers must name at least one attention implementation")
         object.__setattr__(self, "mixers", [
             m if isinstance(m, MixerSpec) else MixerSpec(**m) for m in self.mixers])
 

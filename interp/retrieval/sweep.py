@@ -2,9 +2,9 @@
 
 Architecture
 ------------
-- :class:`RetrievalSweepConfig` (strict; loaded from TOML with :func:`load_experiment`) names the
-  task (vocab, seq_len, power_a, several ``num_kv_pairs``), the model shape (several
-  ``d_models``), the training settings and the implementations.
+- :class:`RetrievalSweepConfig` (strict; loaded from TOML with :func:`load_retrieval_config`)
+  names the task (vocab, seq_len, power_a, several ``num_kv_pairs``), the model shape
+  (several ``d_models``), the training settings and the implementations.
 - Implementations are built from the registry, never listed in code: with ``registry = true``
   every name in ``interp.attention.names()`` is one implementation, except ``linear``, which is
   one implementation per feature map in ``interp.attention.feature_maps()`` (label
@@ -20,9 +20,11 @@ Architecture
   with :func:`interp.retrieval.train.train_mqar`, measures the attention bottleneck of each
   trained model (:mod:`interp.probes.retrieval`), and records each finished point through
   the :class:`interp.results.Sweep` it is given, so a rerun skips finished points. A point's
-  parameters hold a hash of everything that determines its result (``setup``): change the
-  config and the point is trained again. :func:`run_retrieval_sweep` is the same, resumable
-  in a folder (``points.jsonl`` only).
+  parameters hold a hash of everything that determines its result (``setup``, the start of
+  its :func:`interp.hashing.content_hash`): change the config and the point is trained
+  again. :func:`run_retrieval_sweep` is the same, resumable in a folder (``points.jsonl``
+  only). This library imports nothing of the experiment runner (:mod:`interp.experiments`);
+  the kind calls it.
 - The ``retrieval_sweep`` experiment kind (:mod:`interp.experiment_kinds.retrieval`) is the
   only writer of a run folder: ``run.json``, ``retrieval.csv`` (one row per model),
   ``bottleneck_vs_error.csv`` (correlation of retrieval error with the bottleneck measures),
@@ -31,8 +33,6 @@ Architecture
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -42,7 +42,8 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import attention
-from interp.config import ConfigError, DeviceConfig, from_dict, to_dict
+from interp.config import ConfigError, DeviceConfig, from_dict, read_experiment
+from interp.hashing import content_hash
 from interp.probes.retrieval import (
     attention_bottleneck, relate_retrieval_error, summarize_bottleneck,
 )
@@ -152,16 +153,16 @@ class RetrievalSweepConfig(DeviceConfig):
 
     def __post_init__(self) -> None:
         if not self.num_kv_pairs or not self.d_models:
-            raise ValueError("num_kv_pairs and d_models must each list at least one value")
+            raise ConfigError("num_kv_pairs and d_models must each list at least one value")
         for n in self.num_kv_pairs:  # raises a ValueError naming the problem
             MQARConfig(vocab_size=self.vocab_size, seq_len=self.seq_len, num_kv_pairs=n,
                        power_a=self.power_a)
         for d in self.d_models:
             if d < 1 or d % self.n_heads:
-                raise ValueError(f"d_model {d} must be a positive multiple of n_heads "
+                raise ConfigError(f"d_model {d} must be a positive multiple of n_heads "
                                  f"({self.n_heads})")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
         object.__setattr__(self, "hybrids", [
             h if isinstance(h, HybridSpec) else from_dict(HybridSpec, h) for h in self.hybrids])
         self.implementations()  # unknown labels in exclude / options fail at load time
@@ -170,7 +171,8 @@ class RetrievalSweepConfig(DeviceConfig):
     def implementations(self) -> dict[str, HybridSpec]:
         """``{label: HybridSpec}`` in sweep order, built from the registry and the config.
 
-        Raises ``ValueError`` for an ``exclude``/``options`` label that names nothing.
+        Raises :class:`~interp.config.ConfigError` (a ``ValueError``) for an
+        ``exclude``/``options`` label that names nothing.
         """
         out: dict[str, HybridSpec] = {}
         if self.registry:
@@ -188,13 +190,13 @@ class RetrievalSweepConfig(DeviceConfig):
                     out[name] = HybridSpec(name, [MixerSpec(name, opts)])
         for h in self.hybrids:
             if h.label in out:
-                raise ValueError(f"hybrid label {h.label!r} clashes with a registry label")
+                raise ConfigError(f"hybrid label {h.label!r} clashes with a registry label")
             out[h.label] = h
         known = set(out) | set(attention.names())
         for what, labels in (("exclude", self.exclude), ("options", self.options)):
             bad = sorted(set(labels) - known)
             if bad:
-                raise ValueError(f"{what} names unknown implementation(s) {bad}; valid: "
+                raise ConfigError(f"{what} names unknown implementation(s) {bad}; valid: "
                                  f"{sorted(known)}")
         return {k: v for k, v in out.items() if k not in self.exclude}
 
@@ -224,27 +226,32 @@ class RetrievalSweepConfig(DeviceConfig):
             labels = cfg.implementations()
             bad = sorted(set(q.include) - set(labels))
             if bad:
-                raise ValueError(f"quick.include names unknown implementation(s) {bad}; "
+                raise ConfigError(f"quick.include names unknown implementation(s) {bad}; "
                                  f"valid: {sorted(labels)}")
             cfg = dataclasses.replace(
                 cfg, exclude=list(cfg.exclude) + [lab for lab in labels if lab not in q.include])
         return cfg
 
 
-def load_experiment(path: str | Path) -> RetrievalSweepConfig:
+def load_retrieval_config(path: str | Path) -> RetrievalSweepConfig:
     """Read an experiment TOML: ``kind = "retrieval_sweep"`` and a ``[config]`` table holding
-    :class:`RetrievalSweepConfig` fields (validated by :func:`interp.experiments.load_experiment`:
-    unknown keys anywhere are a ``ConfigError``)."""
-    from interp.experiments import load_experiment as load_any
+    :class:`RetrievalSweepConfig` fields (the file's top level is checked by
+    :func:`interp.config.read_experiment`, as the experiment runner checks it; unknown keys
+    anywhere are a ``ConfigError``)."""
 
-    kind, cfg, _ = load_any(path)
-    if kind.name != EXPERIMENT_KIND:
-        raise ConfigError(f"{path}: kind must be {EXPERIMENT_KIND!r}, got {kind.name!r}")
-    return cfg
+    def retrieval_kind(name: str) -> str:
+        if name != EXPERIMENT_KIND:
+            raise ConfigError(f"kind must be {EXPERIMENT_KIND!r}, got {name!r}")
+        return name
+
+    _, _, table, where = read_experiment(path, retrieval_kind, lambda: [EXPERIMENT_KIND])
+    return from_dict(RetrievalSweepConfig, table, where=f"{where}: [config]")
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(to_dict(obj), sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _hash(setup: dict[str, Any]) -> str:
+    """The ``setup`` hash of a point: the first 12 characters of its
+    :func:`~interp.hashing.content_hash`."""
+    return content_hash(setup)[:12]
 
 
 def sweep_points(cfg: RetrievalSweepConfig) -> list[dict[str, Any]]:
@@ -362,7 +369,7 @@ def run_retrieval_sweep(cfg: RetrievalSweepConfig, out_dir: str | Path, quick: b
                         dtype: torch.dtype | str | None = None) -> pd.DataFrame:
     """:func:`retrieval_sweep` resumable in ``out_dir``: finished points are kept in
     ``out_dir/points.jsonl`` (nothing else is written there; run the ``retrieval_sweep``
-    experiment kind -- ``interp run`` or ``python -m interp.retrieval`` -- for tables,
+    experiment kind -- ``interp run experiments/retrieval_mqar.toml`` -- for tables,
     figures and a report). A point is skipped when a finished one has the same setup hash
     (everything that determines it, see :func:`sweep_points`) and interp version.
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from interp.config import require_at_least
+from interp.config import ConfigError, require_at_least
+from interp.errors import InputError
 from interp.models.toy import TrainPrecision, model_device
 from interp.retrieval.model import RetrievalModel, RetrievalModelConfig
 from interp.tasks import IGNORE_INDEX, MQARConfig, TaskBatch, mqar
@@ -61,7 +62,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_at_least(self, ("steps", "batch_size", "test_size"), 1)
         if self.warmup < 0 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("warmup and weight_decay must be >= 0 and lr > 0")
+            raise ConfigError("warmup and weight_decay must be >= 0 and lr > 0")
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based)."""
@@ -137,13 +138,13 @@ def train_mqar(
     ``task.batch`` is ignored (``train.batch_size`` rows per step). ``device``: where the model
     and batches live (default CPU; ``"auto"``: CUDA when available); ``dtype``: compute dtype
     (default float32; lower ones train with mixed precision, float32 weights). Raises
-    ``ValueError`` if the task's sequences are longer than ``model_cfg.max_len`` or its
+    ``InputError`` if the task's sequences are longer than ``model_cfg.max_len`` or its
     vocabulary larger, or the device does not exist.
     """
     from interp.devices import resolve_device
 
     if task.seq_len > model_cfg.max_len or task.vocab_size > model_cfg.vocab_size:
-        raise ValueError(
+        raise InputError(
             f"task (seq_len {task.seq_len}, vocab {task.vocab_size}) does not fit the model "
             f"(max_len {model_cfg.max_len}, vocab {model_cfg.vocab_size})")
     device = resolve_device(device) if device is not None else torch.device("cpu")

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.errors import InputError
+
 LABELS = ("relevant", "distractor", "opinion")
 DATA_FILE = Path(__file__).resolve().parents[2] / "data" / "s2a" / "questions.jsonl"
 
@@ -64,20 +66,20 @@ def _example(obj: dict, where: str) -> S2AExample:
     need = {"id", "question", "answer", "aliases", "opinion_answer", "context", "segments"}
     missing, unknown = need - set(obj), set(obj) - need
     if missing or unknown:
-        raise ValueError(f"{where}: missing fields {sorted(missing)}, unknown fields "
+        raise InputError(f"{where}: missing fields {sorted(missing)}, unknown fields "
                          f"{sorted(unknown)}")
     segs = []
     for s in obj["segments"]:
         if set(s) != {"label", "text"} or s["label"] not in LABELS:
-            raise ValueError(f"{where}: bad segment {s!r}; labels are {LABELS}")
+            raise InputError(f"{where}: bad segment {s!r}; labels are {LABELS}")
         segs.append(Segment(s["label"], s["text"]))
     ex = S2AExample(obj["id"], obj["question"], obj["answer"], tuple(obj["aliases"]),
                     obj["opinion_answer"], obj["context"], tuple(segs))
     if "".join(s.text for s in segs) != ex.context:
-        raise ValueError(f"{where}: segments do not concatenate to the context")
+        raise InputError(f"{where}: segments do not concatenate to the context")
     if not any(s.label == "relevant" and any(answer_in(a, s.text) for a in ex.accepted)
                for s in segs):
-        raise ValueError(f"{where}: the answer {ex.answer!r} is in no relevant segment")
+        raise InputError(f"{where}: the answer {ex.answer!r} is in no relevant segment")
     return ex
 
 
@@ -85,7 +87,8 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
     """Read and validate the question set (default ``data/s2a/questions.jsonl``).
 
     Raises:
-        ValueError: a malformed line (names the line and the problem), duplicate ids.
+        InputError: (a ``ValueError``) a malformed line (names the line and the problem),
+            duplicate ids.
         FileNotFoundError: no such file.
     """
     path = Path(path) if path is not None else DATA_FILE
@@ -93,9 +96,13 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        ex = _example(json.loads(line), f"{path}:{i}")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{i}: not a JSON object ({exc})") from None
+        ex = _example(obj, f"{path}:{i}")
         if ex.id in seen:
-            raise ValueError(f"{path}:{i}: duplicate id {ex.id!r}")
+            raise InputError(f"{path}:{i}: duplicate id {ex.id!r}")
         seen.add(ex.id)
         out.append(ex)
     return out[:limit] if limit else out

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from interp.errors import InputError
 from interp.generation import chat_text, greedy_generate
 from interp.probes.distraction import LabelledPrompt, distraction_scores
 from interp.s2a.data import S2AExample, answer_in, is_correct
@@ -209,7 +210,7 @@ def run_s2a(model, examples: Sequence[S2AExample], generator=None,
     """
     examples = list(examples)
     if not examples:
-        raise ValueError("no examples given")
+        raise InputError("no examples given")
 
     def one(ex: S2AExample):
         return s2a_example(model, ex, generator=generator, answer_tokens=answer_tokens,

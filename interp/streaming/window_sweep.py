@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
 from interp.models.toy import token_losses
 from interp.streaming.evaluate import _ppl
 from interp.swap import swap_attention
@@ -48,8 +49,8 @@ def window_sweep(model, tokens: Tensor, windows: Sequence[int] = (16, 32, 64, 12
         tokens).
 
     Raises:
-        ValueError: empty or bad windows/sinks, ``T`` over the context, or a text too short
-            to leave any token beyond the largest window.
+        InputError: (a ``ValueError``) empty or bad windows/sinks, ``T`` over the context,
+            or a text too short to leave any token beyond the largest window.
     """
     from tqdm.auto import tqdm
 
@@ -60,16 +61,16 @@ def window_sweep(model, tokens: Tensor, windows: Sequence[int] = (16, 32, 64, 12
         raise ValueError(f"tokens must be [T] or [1, T], got shape {tuple(tokens.shape)}")
     windows, sinks = list(windows), list(sinks)
     if not windows or any(not isinstance(w, int) or w < 1 for w in windows):
-        raise ValueError(f"windows must be positive ints, got {windows}")
+        raise InputError(f"windows must be positive ints, got {windows}")
     if not sinks or any(not isinstance(s, int) or s < 0 for s in sinks):
-        raise ValueError(f"sinks must be non-negative ints, got {sinks}")
+        raise InputError(f"sinks must be non-negative ints, got {sinks}")
     T = tokens.shape[1]
     n_ctx = model.cfg.n_ctx
     if T > n_ctx:
-        raise ValueError(f"{T} tokens is over the model's context of {n_ctx}")
+        raise InputError(f"{T} tokens is over the model's context of {n_ctx}")
     start = max(windows) + max(sinks)
     if T - 1 <= start:
-        raise ValueError(f"{T} tokens leave none beyond the largest window + sinks ({start})")
+        raise InputError(f"{T} tokens leave none beyond the largest window + sinks ({start})")
     tokens = tokens.to(next(model.parameters()).device)
 
     def row(window, n_sink, nll: Tensor) -> dict:

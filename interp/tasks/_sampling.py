@@ -11,6 +11,8 @@ from typing import Iterable, NamedTuple
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
+
 #: Target value for positions without a label (what ``F.cross_entropy`` ignores by default).
 IGNORE_INDEX = -100
 
@@ -43,14 +45,14 @@ def to_device(batch, device: str | torch.device | None):
 def generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (an int >= 0)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
     return torch.Generator().manual_seed(seed)
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum``, else a ``ValueError`` naming ``name``."""
+    """``value`` if it is an int >= ``minimum``, else an ``InputError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
 
 
@@ -72,7 +74,7 @@ def sample_from(ids: Tensor, shape: tuple[int, ...], gen: torch.Generator) -> Te
 def distinct_rows(ids: Tensor, batch: int, k: int, gen: torch.Generator) -> Tensor:
     """``[batch, k]``: per row, ``k`` distinct ids drawn uniformly from ``ids`` (no replacement)."""
     if k > ids.numel():
-        raise ValueError(f"cannot draw {k} distinct ids from {ids.numel()}")
+        raise InputError(f"cannot draw {k} distinct ids from {ids.numel()}")
     order = torch.rand(batch, ids.numel(), generator=gen).argsort(dim=1)[:, :k]
     return ids[order]
 

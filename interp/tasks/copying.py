@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import InputError
 from interp.tasks._sampling import (
     IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, to_device,
 )
@@ -106,7 +107,7 @@ class PhonebookConfig:
         check_int("n_letters", self.n_letters, 1)
         check_int("batch", self.batch, 1)
         if self.n_entries > self.n_letters ** self.name_len:
-            raise ValueError(
+            raise InputError(
                 f"{self.n_entries} distinct names need n_letters ** name_len >= n_entries, got "
                 f"{self.n_letters} ** {self.name_len} = {self.n_letters ** self.name_len}; "
                 "use longer names, more letters or fewer entries"

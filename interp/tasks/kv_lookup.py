@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
 from interp.tasks._sampling import check_int, distinct_rows, generator, to_device
 
 #: Default keys: common nouns (no animals or colours, so no key suggests a value).
@@ -62,11 +63,11 @@ def single_token_ids(tokenizer, words: Sequence[str], what: str) -> Tensor:
     """``LongTensor [len(words)]``: the token id of ``" " + word`` for each word.
 
     Raises:
-        ValueError: naming every word whose space-prefixed form is not exactly one token, or
+        InputError: naming every word whose space-prefixed form is not exactly one token, or
             repeated words.
     """
     if len(set(words)) != len(words):
-        raise ValueError(f"{what} must be distinct, got repeats in {list(words)}")
+        raise InputError(f"{what} must be distinct, got repeats in {list(words)}")
     ids, bad = [], []
     for word in words:
         toks = tokenizer(" " + word, add_special_tokens=False).input_ids
@@ -75,7 +76,7 @@ def single_token_ids(tokenizer, words: Sequence[str], what: str) -> Tensor:
         else:
             bad.append(word)
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{what} {bad} are not single tokens for this tokenizer (written with a leading "
             f"space); pass {what} that are, e.g. shorter common words")
     return torch.tensor(ids, dtype=torch.long)
@@ -84,7 +85,7 @@ def single_token_ids(tokenizer, words: Sequence[str], what: str) -> Tensor:
 def _token(tokenizer, text: str) -> int:
     toks = tokenizer(text, add_special_tokens=False).input_ids
     if len(toks) != 1:
-        raise ValueError(f"{text!r} is not a single token for this tokenizer ({toks})")
+        raise InputError(f"{text!r} is not a single token for this tokenizer ({toks})")
     return toks[0]
 
 
@@ -114,11 +115,11 @@ class KVLookupConfig:
         check_int("n_shots", self.n_shots, 0)
         check_int("batch", self.batch, 1)
         if self.n_shots >= self.n_pairs:
-            raise ValueError(f"n_shots={self.n_shots} must be < n_pairs={self.n_pairs} "
+            raise InputError(f"n_shots={self.n_shots} must be < n_pairs={self.n_pairs} "
                              f"(demonstrations look up other keys than the query)")
         for what, words in (("keys", self.keys), ("values", self.values)):
             if len(words) < self.n_pairs:
-                raise ValueError(f"n_pairs={self.n_pairs} needs at least that many {what}, "
+                raise InputError(f"n_pairs={self.n_pairs} needs at least that many {what}, "
                                  f"got {len(words)}")
 
     @property
@@ -154,7 +155,7 @@ class KVLookupConfig:
             else []
         if self.bos:
             if tokenizer.bos_token_id is None:
-                raise ValueError("bos=True but the tokenizer has no BOS token; set bos=False")
+                raise InputError("bos=True but the tokenizer has no BOS token; set bos=False")
             prefix = [tokenizer.bos_token_id] + prefix
         head = torch.tensor(prefix, dtype=torch.long).expand(b, len(prefix))
         tokens = torch.cat([head, table, shots, qk, col(colon)], dim=1)

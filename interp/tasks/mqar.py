@@ -25,27 +25,28 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import InputError
 from interp.tasks._sampling import (
     IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding, to_device,
 )
 
 
 def check_mqar(vocab_size: int, seq_len: int, num_kv_pairs: int, power_a: float) -> None:
-    """Raise ``ValueError`` (saying what to change) unless the settings make a valid MQAR task."""
+    """Raise ``InputError`` (saying what to change) unless the settings make a valid MQAR task."""
     check_int("vocab_size", vocab_size, 2)
     check_int("seq_len", seq_len, 3)
     check_int("num_kv_pairs", num_kv_pairs, 1)
     if not (isinstance(power_a, (int, float)) and 0 < power_a <= 1):
-        raise ValueError(f"power_a must be in (0, 1], got {power_a!r}")
+        raise InputError(f"power_a must be in (0, 1], got {power_a!r}")
     if 3 * num_kv_pairs > seq_len:
-        raise ValueError(
+        raise InputError(
             f"{num_kv_pairs} key-value pairs need 2*{num_kv_pairs} context positions plus "
             f"{num_kv_pairs} query positions = {3 * num_kv_pairs} > seq_len={seq_len}; "
             "use fewer pairs or a longer sequence"
         )
     half = vocab_size // 2
     if half < num_kv_pairs or vocab_size - half < num_kv_pairs:
-        raise ValueError(
+        raise InputError(
             f"vocab_size={vocab_size} is too small for {num_kv_pairs} distinct keys and values "
             f"(keys come from [0, {half}), values from [{half}, {vocab_size})); "
             f"use vocab_size >= {2 * num_kv_pairs}"

@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from interp.errors import InputError
 from interp.tasks._sampling import (
     IGNORE_INDEX, TaskBatch, check_int, distinct_rows, generator, sample_avoiding, to_device,
 )
@@ -53,12 +54,12 @@ class NeedleConfig:
         check_int("value_len", self.value_len, 1)
         check_int("batch", self.batch, 1)
         if self.depth is not None and not (0.0 <= self.depth <= 1.0):
-            raise ValueError(f"depth must be in [0, 1] or None, got {self.depth!r}")
+            raise InputError(f"depth must be in [0, 1] or None, got {self.depth!r}")
         if self.key_len > self.vocab_size // 2:
-            raise ValueError(f"key_len={self.key_len} needs vocab_size >= {2 * self.key_len} "
+            raise InputError(f"key_len={self.key_len} needs vocab_size >= {2 * self.key_len} "
                              f"(distinct key ids from [0, vocab_size // 2)), got {self.vocab_size}")
         if self.haystack_len < 0:
-            raise ValueError(
+            raise InputError(
                 f"seq_len={self.seq_len} cannot hold the needle ({self.key_len + self.value_len} "
                 f"tokens) and the query ({self.key_len + self.value_len - 1} tokens); "
                 f"use seq_len >= {self.seq_len - self.haystack_len}"

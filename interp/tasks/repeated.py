@@ -17,6 +17,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
 from interp.tasks._sampling import allowed_ids, check_int, generator, sample_from, to_device
 
 
@@ -25,15 +26,15 @@ def _token_ids(vocab_size: int, low: int, exclude: Iterable[int] | None,
     check_int("vocab_size", vocab_size, 1)
     check_int("low", low, 0)
     if low >= vocab_size:
-        raise ValueError(f"low ({low}) must be below vocab_size ({vocab_size})")
+        raise InputError(f"low ({low}) must be below vocab_size ({vocab_size})")
     if bos_token is not None and not (isinstance(bos_token, int) and 0 <= bos_token < vocab_size):
-        raise ValueError(f"bos_token must be an id in [0, {vocab_size}), got {bos_token!r}")
+        raise InputError(f"bos_token must be an id in [0, {vocab_size}), got {bos_token!r}")
     excl = set(exclude or ())
     if bos_token is not None:
         excl.add(bos_token)  # the BOS never appears inside a segment
     ids = allowed_ids(vocab_size, low, excl)
     if ids.numel() == 0:
-        raise ValueError(
+        raise InputError(
             f"no token ids left to draw from: vocab_size={vocab_size}, low={low}, "
             f"exclude={sorted(excl)}; widen the vocabulary or exclude fewer ids"
         )
@@ -74,7 +75,7 @@ def repeated_tokens(
         (``o`` = 1 with BOS, else 0).
     """
     if vocab_size is None:
-        raise ValueError("repeated_tokens needs vocab_size (ids are drawn from [low, vocab_size))")
+        raise InputError("repeated_tokens needs vocab_size (ids are drawn from [low, vocab_size))")
     check_int("batch", batch, 1)
     check_int("seg_len", seg_len, 1)
     check_int("n_repeats", n_repeats, 1)
@@ -133,7 +134,7 @@ class InductionMixture:
         check_int("seg_len", self.seg_len, 1)
         check_int("n_repeats", self.n_repeats, 1)
         if not (0.0 <= self.repeat_share <= 1.0):
-            raise ValueError(f"repeat_share must be in [0, 1], got {self.repeat_share!r}")
+            raise InputError(f"repeat_share must be in [0, 1], got {self.repeat_share!r}")
         _token_ids(self.vocab_size, self.low, self.exclude, self.bos_token)
 
     @property

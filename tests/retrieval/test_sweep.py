@@ -10,7 +10,7 @@ import pytest
 
 from interp import attention
 from interp.config import ConfigError, from_dict
-from interp.retrieval import RetrievalSweepConfig, load_experiment, sweep_points
+from interp.retrieval import RetrievalSweepConfig, load_retrieval_config, sweep_points
 from interp.retrieval import sweep as sweep_mod
 from interp.retrieval import train as train_mod
 
@@ -129,17 +129,17 @@ def test_unknown_fields_are_rejected(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('kind = "retrieval_sweep"\nextra = 1\n[config]\n')
     with pytest.raises(ConfigError, match="extra"):
-        load_experiment(bad)
+        load_retrieval_config(bad)
     bad.write_text('kind = "quickstart"\n[config]\n')
     with pytest.raises(ConfigError, match="kind"):
-        load_experiment(bad)
+        load_retrieval_config(bad)
     bad.write_text('kind = "retrieval_sweep"\n[config]\nseq_len = 64\nseqlen = 32\n')
     with pytest.raises(ConfigError, match="seqlen"):
-        load_experiment(bad)
+        load_retrieval_config(bad)
 
 
 def test_experiment_file_loads_and_quick_variant():
-    cfg = load_experiment(EXPERIMENT)
+    cfg = load_retrieval_config(EXPERIMENT)
     impls = cfg.implementations()
     assert "softmax" in impls and "based" in impls and "linear_elu" in impls
     quick = cfg.quick_variant()

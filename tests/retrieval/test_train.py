@@ -10,7 +10,7 @@ import torch
 
 from interp.retrieval import (
     MixerSpec, RetrievalModelConfig, RetrievalSweepConfig, TrainConfig, evaluate,
-    load_experiment, run_retrieval_sweep, train_mqar,
+    load_retrieval_config, run_retrieval_sweep, train_mqar,
 )
 from interp.retrieval.train import mqar_test_set
 from interp.tasks import MQARConfig
@@ -66,7 +66,7 @@ def test_lr_schedules():
 @pytest.mark.slow
 def test_quick_sweep_orders_softmax_above_linear(tmp_path):
     """The experiment's quick variant (about a minute on a quiet machine)."""
-    cfg = load_experiment(EXPERIMENT)
+    cfg = load_retrieval_config(EXPERIMENT)
     table = run_retrieval_sweep(cfg, tmp_path, quick=True, progress=False)
     acc = table.set_index("impl")["accuracy"]
     assert acc["softmax"] > 0.9

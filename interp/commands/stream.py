@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from interp.cli import UserError, arguments, command, source_literal, write_table
+from interp.cli import UserError, arguments, command, print_table, source_literal
 
 
 def read_text_arg(value: str) -> str:
@@ -107,5 +107,5 @@ def _run_stream(args, modes, text) -> int:
     print("\nsummary (ppl_after_evict: tokens past the cache capacity "
           f"{result.capacity}):", file=sys.stderr)
     print(summary.to_string(index=False), file=sys.stderr)
-    write_table(result.chunks, args.format, args.out)
+    print_table(result.chunks, args.format, args.out)
     return 0
