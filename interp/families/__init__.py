@@ -20,9 +20,9 @@ Layout (one adapter file per block layout):
 - :mod:`~interp.families.registry` -- :func:`family_of`, :func:`describe_layers`;
 - :mod:`~interp.families.tl` -- every private TransformerLens name interp uses.
 
-Adding a family: one adapter file here (registered with ``@register`` and imported in
-:func:`interp.families.registry._adapters`) and one tiny config in
-``tests/families/tiny.py``.
+Adding a family: one adapter file here (a :class:`Family` subclass decorated with
+``@register``; every module of this package is imported when adapters are first looked up)
+and one tiny config in ``tests/families/tiny.py``.
 """
 from interp.families.base import Family
 from interp.families.layers import LayerAttention, refuse

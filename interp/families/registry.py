@@ -3,7 +3,8 @@
 Architecture
 ------------
 Adapters register themselves with :func:`register` when their module is imported
-(:func:`_adapters` imports them all); their :meth:`~interp.families.base.Family.matches` are
+(:func:`_adapters` imports every module of the package, so adding a family is adding one
+file); their :meth:`~interp.families.base.Family.matches` are
 mutually exclusive (the toy and the delegating encoder share a bridge class and tell each
 other apart by the wrapped module). :func:`family_of` binds the adapter that matches the
 model's attention to that model (cached on it); a layout no adapter knows gets the base :class:`~interp.families.base.Family`,
@@ -18,8 +19,9 @@ from interp.errors import InputError, Refused
 from interp.families.base import Family
 from interp.families.layers import LayerAttention
 
-#: registered adapter classes, in matching order
+#: registered adapter classes (their ``matches`` are mutually exclusive)
 FAMILIES: list[type[Family]] = []
+_IMPORTED: list[bool] = []
 
 
 def register(cls: type[Family]) -> type[Family]:
@@ -29,12 +31,17 @@ def register(cls: type[Family]) -> type[Family]:
 
 
 def _adapters() -> list[type[Family]]:
-    """:data:`FAMILIES`, with every adapter module imported (in matching order)."""
-    import interp.families.bert  # noqa: F401  (each module registers its adapter on import)
-    import interp.families.gpt2  # noqa: F401
-    import interp.families.neox  # noqa: F401
-    import interp.families.rotary  # noqa: F401
-    import interp.families.toy  # noqa: F401
+    """:data:`FAMILIES`, after importing every module of this package (each adapter module
+    registers its class on import, so a new family is one new file here)."""
+    if not _IMPORTED:
+        import importlib
+        import pkgutil
+
+        import interp.families as package
+
+        for mod in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+        _IMPORTED.append(True)
     return FAMILIES
 
 
