@@ -27,7 +27,7 @@ from typing import (Any, Callable, Literal, Mapping, TypeVar, Union, get_args, g
                     get_type_hints)
 
 from interp.errors import ConfigError, InputError
-from interp.paths import MissingPath
+from interp.paths import MissingPath, read_text_file
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -37,13 +37,14 @@ EXPERIMENT_FIELDS = ("kind", "title", "description", "seed", "config")
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file. Raises :class:`~interp.paths.MissingPath` (a ``FileNotFoundError``)
-    naming the path if it is missing and :class:`ConfigError` (with the file name) if it does
-    not parse."""
+    naming the path if it is missing, :class:`~interp.paths.PathError` if it cannot be read as
+    UTF-8 text, and :class:`ConfigError` (with the file name) if it does not parse."""
     path = Path(path)
     if not path.is_file():
         raise MissingPath(f"config file not found: {path}")
+    text = read_text_file(path, "config file")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 

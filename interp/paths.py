@@ -74,7 +74,8 @@ def file_error(path: str | os.PathLike, exc: BaseException | str, what: str = "f
 
 def check_input_file(path: str | os.PathLike, what: str = "file", text: bool = True) -> Path:
     """``path`` exists, is a file and can be read (and, with ``text``, is UTF-8). Returns it
-    as a :class:`~pathlib.Path`; raises :class:`PathError` otherwise."""
+    as a :class:`~pathlib.Path`; raises :class:`PathError` otherwise (:class:`MissingPath`
+    when it does not exist)."""
     p = Path(path)
     try:
         if p.is_dir():
@@ -97,7 +98,8 @@ def check_input_file(path: str | os.PathLike, what: str = "file", text: bool = T
     except PathError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
-        raise PathError(file_error(path, exc, what)) from None
+        error = MissingPath if isinstance(exc, FileNotFoundError) else PathError
+        raise error(file_error(path, exc, what)) from None
     return p
 
 

@@ -34,6 +34,8 @@ def boom(monkeypatch):
         raise errors[args.raise_]
 
     run.configure = lambda p: p.add_argument("--raise", dest="raise_", choices=sorted(errors))
+    import interp.commands  # noqa: F401  (the real commands register in the real table first)
+
     monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
     monkeypatch.setattr(cli, "_DEVICES", dict(cli._DEVICES))
     cli.command("boom", "raise an exception (test only)")(run)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.errors import InputError
+from interp.paths import read_text_file
 
 LABELS = ("relevant", "distractor", "opinion")
 DATA_FILE = Path(__file__).resolve().parents[2] / "data" / "s2a" / "questions.jsonl"
@@ -63,6 +64,8 @@ class S2AExample:
 
 
 def _example(obj: dict, where: str) -> S2AExample:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     need = {"id", "question", "answer", "aliases", "opinion_answer", "context", "segments"}
     missing, unknown = need - set(obj), set(obj) - need
     if missing or unknown:
@@ -88,18 +91,19 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
 
     Raises:
         InputError: (a ``ValueError``) a malformed line (names the line and the problem),
-            duplicate ids.
-        FileNotFoundError: no such file.
+            duplicate ids; :class:`~interp.paths.PathError` for a file that cannot be read
+            (:class:`~interp.paths.MissingPath`, also a ``FileNotFoundError``, when there is
+            none).
     """
     path = Path(path) if path is not None else DATA_FILE
     out, seen = [], set()
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_text_file(path, "file").splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{i}: not a JSON object ({exc})") from None
+            raise InputError(f"{path}:{i}: not valid JSON ({exc})") from None
         ex = _example(obj, f"{path}:{i}")
         if ex.id in seen:
             raise InputError(f"{path}:{i}: duplicate id {ex.id!r}")
