@@ -106,7 +106,7 @@ def experiment(name: str, config_cls: type):
         old = _KINDS.get(name)
         if old is not None and (old.run.__module__, old.run.__qualname__) != (
                 fn.__module__, fn.__qualname__):
-            raise ValueError(f"experiment kind {name!r} is already registered by "
+            raise InputError(f"experiment kind {name!r} is already registered by "
                              f"{old.run.__module__}.{old.run.__qualname__}")
         _KINDS[name] = Kind(name, config_cls, fn, (fn.__doc__ or "").strip())
         return fn
@@ -205,7 +205,7 @@ class RunContext:
 
     def _name(self, name: str) -> str:
         if not _NAME.match(name):
-            raise ValueError(f"bad output name {name!r}: use letters, digits, '_', '-', '.'")
+            raise InputError(f"bad output name {name!r}: use letters, digits, '_', '-', '.'")
         return name
 
     def add_table(self, name: str, df: pd.DataFrame, caption: str | None = None,

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interp.errors import Refused
 from interp.families import family_of
 from interp.families.tl import raw
 
@@ -90,7 +91,7 @@ def norm_fold(norm, d: int, name: str = "norm") -> tuple[torch.Tensor, bool] | N
     returned.
 
     Raises:
-        NotImplementedError: a norm of another form (the message names it).
+        Refused (a NotImplementedError): a norm of another form (the message names it).
     """
     if norm is None:
         return None
@@ -114,7 +115,7 @@ def norm_fold(norm, d: int, name: str = "norm") -> tuple[torch.Tensor, bool] | N
         b = y - r * g                                    # the bias: one row for every x
         if float((b - b[:1]).abs().max()) <= tol:
             return g, centers
-    raise NotImplementedError(
+    raise Refused(
         f"head_weights: {name} ({type(comp).__name__}) is not of the form "
         f"(x [- mean]) / rms * weight + bias, so it cannot be folded into the head matrices")
 
@@ -140,7 +141,7 @@ def embed_scale(model) -> float:
     module (``sqrt(d_model)`` on Gemma, 1 elsewhere).
 
     Raises:
-        NotImplementedError: an embedding that is not a scaled table lookup.
+        Refused (a NotImplementedError): an embedding that is not a scaled table lookup.
     """
     W_E = model.W_E.detach()
     ids = torch.arange(min(16, W_E.shape[0]), device=W_E.device)
@@ -148,7 +149,7 @@ def embed_scale(model) -> float:
     w = W_E[ids].float()
     c = float((e * w).sum() / (w * w).sum().clamp_min(1e-30))
     if float((e - c * w).abs().max()) > 1e-3 * float(e.abs().max().clamp_min(1e-6)):
-        raise NotImplementedError("head_weights: the embedding module is not a scaled lookup "
+        raise Refused("head_weights: the embedding module is not a scaled lookup "
                                   "of W_E, so W_E cannot stand for what it writes")
     return c
 

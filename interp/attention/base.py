@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from interp.attention.registry import keyword_options
+from interp.errors import InputError
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -52,36 +53,36 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int, int, int]
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"{name} must have 4 dims [batch, heads, seq, d_head], got shape {tuple(t.shape)}"
             )
         if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(
+            raise InputError(
                 f"{name} has dtype {t.dtype}; supported: {', '.join(map(str, SUPPORTED_DTYPES))}"
             )
     if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise InputError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+        raise InputError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     b, h, n, d = q.shape
     if k.shape[0] != b or v.shape[0] != b:
-        raise ValueError(f"batch mismatch: q {b}, k {k.shape[0]}, v {v.shape[0]}")
+        raise InputError(f"batch mismatch: q {b}, k {k.shape[0]}, v {v.shape[0]}")
     hk = k.shape[1]
     if v.shape[1] != hk:
-        raise ValueError(f"k has {hk} heads but v has {v.shape[1]}; k and v must match")
+        raise InputError(f"k has {hk} heads but v has {v.shape[1]}; k and v must match")
     if hk == 0 or h % hk != 0:
-        raise ValueError(f"query heads ({h}) must be a multiple of kv heads ({hk})")
+        raise InputError(f"query heads ({h}) must be a multiple of kv heads ({hk})")
     if k.shape[2] != n or v.shape[2] != n:
-        raise ValueError(
+        raise InputError(
             f"seq mismatch: q has {n} positions, k {k.shape[2]}, v {v.shape[2]}; "
             "all three must have the same length"
         )
     if k.shape[3] != d:
-        raise ValueError(f"d_head mismatch: q has {d}, k has {k.shape[3]}")
+        raise InputError(f"d_head mismatch: q has {d}, k has {k.shape[3]}")
     if n == 0:
-        raise ValueError("seq must be at least 1")
+        raise InputError("seq must be at least 1")
     return b, h, hk, n, d
 
 
@@ -142,9 +143,9 @@ class AttentionImpl(nn.Module):
     def __init__(self, *, scale: float | None = None, d_head: int = 64) -> None:
         super().__init__()
         if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
-            raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+            raise InputError(f"scale must be a positive number or None, got {scale!r}")
         if not (isinstance(d_head, int) and d_head > 0):
-            raise ValueError(f"d_head must be a positive int, got {d_head!r}")
+            raise InputError(f"d_head must be a positive int, got {d_head!r}")
         self.scale = None if scale is None else float(scale)
         self.d_head = d_head
 
@@ -196,10 +197,10 @@ class AttentionImpl(nn.Module):
     # -- helpers for subclasses ----------------------------------------------------------
     def _state_args(self, seq_len: int, d_head: int | None) -> tuple[int, int]:
         if not (isinstance(seq_len, int) and seq_len >= 1):
-            raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+            raise InputError(f"seq_len must be a positive int, got {seq_len!r}")
         d = self.d_head if d_head is None else d_head
         if not (isinstance(d, int) and d >= 1):
-            raise ValueError(f"d_head must be a positive int, got {d!r}")
+            raise InputError(f"d_head must be a positive int, got {d!r}")
         return seq_len, d
 
 

@@ -39,6 +39,7 @@ from interp.attention.base import (
     masked_softmax_attention,
 )
 from interp.attention.registry import IMPLEMENTATIONS
+from interp.errors import InputError
 
 #: scores computed per step of the query-block loop
 _SEGMENT_FLOATS = 1 << 20
@@ -61,11 +62,11 @@ class BlockSparseAttention(SparseAttention):
     ) -> None:
         super().__init__(scale=scale, d_head=d_head)
         if not (isinstance(block_size, int) and block_size >= 1):
-            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+            raise InputError(f"block_size must be a positive int, got {block_size!r}")
         for opt, val in (("local_blocks", local_blocks), ("global_blocks", global_blocks),
                          ("random_blocks", random_blocks)):
             if not (isinstance(val, int) and val >= 0):
-                raise ValueError(f"{opt} must be a non-negative int, got {val!r}")
+                raise InputError(f"{opt} must be a non-negative int, got {val!r}")
         self.block_size = block_size
         self.local_blocks = local_blocks
         self.global_blocks = global_blocks

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.attention.registry import Registry, keyword_options
+from interp.errors import InputError
 
 FEATURE_MAPS: Registry[Any] = Registry("feature map")
 
@@ -90,7 +91,7 @@ class FeatureMap(nn.Module):
 
     def check_d_head(self, d: int) -> None:
         if self.sized and d != self.d_head:
-            raise ValueError(
+            raise InputError(
                 f"feature map {self.name!r} was built for d_head={self.d_head} but got "
                 f"d_head={d}; pass d_head={d} to interp.attention.get(...)"
             )
@@ -147,7 +148,7 @@ class PerformerFeatureMap(FeatureMap):
     def __init__(self, d_head: int, *, n_features: int = 64, seed: int = 0) -> None:
         super().__init__(d_head)
         if not (isinstance(n_features, int) and n_features >= 1):
-            raise ValueError(f"n_features must be a positive int, got {n_features!r}")
+            raise InputError(f"n_features must be a positive int, got {n_features!r}")
         self.n_features = n_features
         self.seed = int(seed)
         self._omega: dict[tuple, Tensor] = {}
@@ -177,7 +178,7 @@ class CosformerFeatureMap(FeatureMap):
     def __init__(self, d_head: int, *, max_len: int | None = None) -> None:
         super().__init__(d_head)
         if max_len is not None and not (isinstance(max_len, int) and max_len >= 1):
-            raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+            raise InputError(f"max_len must be a positive int or None, got {max_len!r}")
         self.max_len = max_len
         self.needs_fixed_length = max_len is None
 
@@ -187,7 +188,7 @@ class CosformerFeatureMap(FeatureMap):
     def _m(self, positions: Tensor, length: int) -> int:
         m = self.max_len if self.max_len is not None else length
         if positions.numel() and int(positions.max()) >= m:
-            raise ValueError(
+            raise InputError(
                 f"cosformer position {int(positions.max())} >= max_len {m}; "
                 "raise max_len so that every position is below it"
             )
@@ -211,7 +212,7 @@ class TaylorFeatureMap(FeatureMap):
     def __init__(self, d_head: int, *, feature_dim: int | None = None, seed: int = 0) -> None:
         super().__init__(d_head)
         if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
-            raise ValueError(f"feature_dim must be a positive int or None, got {feature_dim!r}")
+            raise InputError(f"feature_dim must be a positive int or None, got {feature_dim!r}")
         self.feature_dim = feature_dim
         self.seed = int(seed)
         self.sized = feature_dim is not None
@@ -247,7 +248,7 @@ class HedgehogFeatureMap(FeatureMap):
     def __init__(self, d_head: int, *, feature_dim: int | None = None, seed: int = 0) -> None:
         super().__init__(d_head)
         if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
-            raise ValueError(f"feature_dim must be a positive int or None, got {feature_dim!r}")
+            raise InputError(f"feature_dim must be a positive int or None, got {feature_dim!r}")
         self.feature_dim = feature_dim
         self.seed = int(seed)
         p = feature_dim or d_head

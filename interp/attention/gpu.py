@@ -57,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.errors import InputError
+
 #: flex_attention's tile (and block-mask block) size
 FLEX_BLOCK = 128
 #: dynamo cache entries allowed for the compiled flex_attention (torch's default is 8)
@@ -248,7 +250,7 @@ def fla_chunked(fq: Tensor, fk: Tensor, v1: Tensor, s0: Tensor | None, causal: b
     ``chunk_size`` is fla's own (64).
     """
     if not causal:
-        raise ValueError("fla_chunked is the causal form")
+        raise InputError("fla_chunked is the causal form")
     b, hk, g, n, f = fq.shape
     e = v1.shape[-1]
     h = hk * g

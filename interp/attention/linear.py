@@ -54,6 +54,7 @@ from interp.attention.base import AttentionImpl, check_qkv, compute_dtype, repea
 from interp.attention.feature_maps import FEATURE_MAPS, FeatureMap
 from interp.attention.registry import IMPLEMENTATIONS, keyword_options
 from interp.attention.softmax import dense_mask
+from interp.errors import InputError
 
 FORMS = ("parallel", "recurrent", "chunked")
 #: causal chunked calls run over segments of about this many q floats (b * h * seg * d)
@@ -91,17 +92,17 @@ class LinearAttention(AttentionImpl):
     ) -> None:
         super().__init__(scale=scale, d_head=d_head)
         if form not in FORMS:
-            raise ValueError(f"unknown form {form!r} for 'linear'; valid forms: {', '.join(FORMS)}")
+            raise InputError(f"unknown form {form!r} for 'linear'; valid forms: {', '.join(FORMS)}")
         if not (isinstance(chunk_size, int) and chunk_size >= 1):
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+            raise InputError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
+            raise InputError(f"eps must be a positive number, got {eps!r}")
         cls = FEATURE_MAPS.get_class(feature_map)
         valid = keyword_options(cls)
         unknown = sorted(set(feature_options) - set(valid))
         if unknown:
             own = [o for o in self.option_defaults()]
-            raise ValueError(
+            raise InputError(
                 f"unknown option(s) {', '.join(map(repr, unknown))} for 'linear' with "
                 f"feature_map={feature_map!r}; valid options: {', '.join(own + list(valid))}"
             )
@@ -146,15 +147,15 @@ class LinearAttention(AttentionImpl):
         pos = 0
         if state is not None:
             if not isinstance(state, LinearState):
-                raise ValueError(f"state must be a LinearState, got {type(state).__name__}")
+                raise InputError(f"state must be a LinearState, got {type(state).__name__}")
             f = self.phi.dim(d)
             if tuple(state.kv.shape) != (b, hk, f, dv + 1):
-                raise ValueError(
+                raise InputError(
                     f"state.kv has shape {tuple(state.kv.shape)}, expected {(b, hk, f, dv + 1)} "
                     "[batch, kv_heads, feature_dim, d_head_v + 1]"
                 )
             if self.phi.needs_fixed_length:
-                raise ValueError(
+                raise InputError(
                     f"feature_map={self.feature_map!r} depends on the total length; pass "
                     "max_len=... to resume from a state"
                 )

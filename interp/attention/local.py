@@ -46,6 +46,7 @@ from interp.attention.base import (
     masked_softmax_attention,
 )
 from interp.attention.registry import IMPLEMENTATIONS
+from interp.errors import InputError
 
 #: scores computed per step of the query-block loop (b * h * blocks * block * span)
 _SEGMENT_FLOATS = 1 << 20
@@ -153,13 +154,13 @@ def local_attention(
 def _positions(name: str, value: Iterable[int] | None) -> tuple[int, ...]:
     vals = tuple(value or ())
     if not all(isinstance(p, int) and p >= 0 for p in vals):
-        raise ValueError(f"{name} must be non-negative int positions, got {value!r}")
+        raise InputError(f"{name} must be non-negative int positions, got {value!r}")
     return tuple(sorted(set(vals)))
 
 
 def _check_window(window: int) -> None:
     if not (isinstance(window, int) and window >= 1):
-        raise ValueError(f"window must be a positive int, got {window!r}")
+        raise InputError(f"window must be a positive int, got {window!r}")
 
 
 @IMPLEMENTATIONS.register("sliding_window")
@@ -226,7 +227,7 @@ class SinkWindowAttention(SparseAttention):
         super().__init__(scale=scale, d_head=d_head)
         _check_window(window)
         if not (isinstance(n_sink, int) and n_sink >= 0):
-            raise ValueError(f"n_sink must be a non-negative int, got {n_sink!r}")
+            raise InputError(f"n_sink must be a non-negative int, got {n_sink!r}")
         self.n_sink = n_sink
         self.window = window
 

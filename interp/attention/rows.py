@@ -29,6 +29,7 @@ from interp.attention.base import check_qkv, compute_dtype
 from interp.attention.local import band_mask
 from interp.attention.registry import IMPLEMENTATIONS
 from interp.attention.softmax import SoftmaxAttention
+from interp.errors import InputError
 
 #: rows per block at most (unless ``block_rows`` says otherwise): longer blocks gain no
 #: speed, and a sequence longer than this never has its ``[n, n]`` scores in memory
@@ -112,11 +113,11 @@ class RowBlockSoftmaxAttention(SoftmaxAttention):
                  on_rows: RowsCallback | None = None) -> None:
         super().__init__(scale=scale, d_head=d_head)
         if block_rows is not None and not (isinstance(block_rows, int) and block_rows >= 1):
-            raise ValueError(f"block_rows must be a positive int or None, got {block_rows!r}")
+            raise InputError(f"block_rows must be a positive int or None, got {block_rows!r}")
         if not (isinstance(max_floats, int) and max_floats >= 1):
-            raise ValueError(f"max_floats must be a positive int, got {max_floats!r}")
+            raise InputError(f"max_floats must be a positive int, got {max_floats!r}")
         if on_rows is not None and not callable(on_rows):
-            raise ValueError(f"on_rows must be callable or None, got {on_rows!r}")
+            raise InputError(f"on_rows must be callable or None, got {on_rows!r}")
         self.block_rows = block_rows
         self.max_floats = max_floats
         self.on_rows = on_rows

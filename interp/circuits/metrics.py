@@ -55,6 +55,12 @@ def logit_diff_metric(positions: torch.Tensor | Sequence[int], correct: torch.Te
     return fn
 
 
+def _rows(logits: torch.Tensor, positions) -> torch.Tensor:
+    """The float32 logit rows ``[batch, n, vocab]`` at ``positions`` (``[n]`` or ``[batch, n]``)."""
+    pos = _pos_index(positions, logits.shape[0]).to(logits.device)
+    return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
+
+
 def logprob_metric(positions: torch.Tensor | Sequence[int], targets: torch.Tensor) -> Metric:
     """Mean log-probability of ``targets [batch, n]`` at ``positions`` (``[n]`` or
     ``[batch, n]``; = minus the loss on those positions; higher is better).
@@ -64,10 +70,7 @@ def logprob_metric(positions: torch.Tensor | Sequence[int], targets: torch.Tenso
     """
 
     def fn(logits: torch.Tensor) -> torch.Tensor:
-        b = logits.shape[0]
-        pos = _pos_index(positions, b).to(logits.device)
-        sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
-        logp = torch.log_softmax(sel, dim=-1)
+        logp = torch.log_softmax(_rows(logits, positions), dim=-1)
         return logp.gather(-1, targets.to(logits.device)[..., None])[..., 0].mean()
 
     return fn
@@ -81,10 +84,8 @@ def prob_metric(positions: torch.Tensor | Sequence[int], targets: torch.Tensor) 
     """
 
     def fn(logits: torch.Tensor) -> torch.Tensor:
-        b = logits.shape[0]
-        pos = _pos_index(positions, b).to(logits.device)
-        sel = logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
-        return torch.softmax(sel, -1).gather(-1, targets.to(logits.device)[..., None])[..., 0].mean()
+        probs = torch.softmax(_rows(logits, positions), -1)
+        return probs.gather(-1, targets.to(logits.device)[..., None])[..., 0].mean()
 
     return fn
 

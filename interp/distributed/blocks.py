@@ -45,6 +45,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from interp.errors import InputError
+
 MaskKind = Literal["full", "causal"]
 BlockImpl = Literal["auto", "fused", "explicit"]
 
@@ -71,13 +73,13 @@ def resolve_impl(impl: BlockImpl, q: torch.Tensor) -> Literal["fused", "explicit
     fused_ok = q.device.type == "cpu" and q.dtype in _FUSED_DTYPES and _has_fused_cpu()
     if impl == "fused":
         if not fused_ok:
-            raise ValueError(
+            raise InputError(
                 f"block_impl='fused' needs CPU tensors of dtype {_FUSED_DTYPES} and a torch with "
                 f"the CPU flash-attention op; got {q.device} {q.dtype}. Use 'auto' or 'explicit'."
             )
         return "fused"
     if impl != "auto":
-        raise ValueError(f"unknown block_impl {impl!r}; expected 'auto', 'fused' or 'explicit'")
+        raise InputError(f"unknown block_impl {impl!r}; expected 'auto', 'fused' or 'explicit'")
     return "fused" if fused_ok else "explicit"
 
 

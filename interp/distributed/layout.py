@@ -32,6 +32,8 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from interp.errors import InputError
+
 Layout = Literal["contiguous", "zigzag"]
 LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")
 
@@ -51,7 +53,7 @@ class Chunk:
 
 def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        raise InputError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
 
 
 def local_len_for(total_len: int, world_size: int, layout: Layout) -> int:
@@ -69,7 +71,7 @@ def chunks_of(rank: int, world_size: int, local_len: int, layout: Layout) -> lis
     if layout == "contiguous" or world_size == 1:
         return [Chunk(rank * local_len, 0, local_len)]
     if local_len % 2:
-        raise ValueError(f"zigzag layout needs an even local length, got {local_len}")
+        raise InputError(f"zigzag layout needs an even local length, got {local_len}")
     c = local_len // 2
     return [Chunk(rank * c, 0, c), Chunk((2 * world_size - 1 - rank) * c, c, c)]
 
@@ -84,7 +86,7 @@ def shard_sequence(
     length does not divide evenly (see the module docstring).
     """
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world of size {world_size}")
+        raise InputError(f"rank {rank} outside world of size {world_size}")
     dim = dim % x.dim()
     total = x.shape[dim]
     local = local_len_for(total, world_size, layout)
@@ -134,6 +136,6 @@ def gather_sequence(
         full = torch.cat([t for _, t in ordered], dim=dim)
     if total_len is not None:
         if total_len > full.shape[dim]:
-            raise ValueError(f"total_len {total_len} exceeds gathered length {full.shape[dim]}")
+            raise InputError(f"total_len {total_len} exceeds gathered length {full.shape[dim]}")
         full = full.narrow(dim, 0, total_len)
     return full

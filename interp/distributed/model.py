@@ -29,6 +29,7 @@ import torch.distributed as dist
 from interp.attention.base import AttentionImpl, masked_softmax_attention
 from interp.distributed.layout import group_rank_and_size, local_len_for, shard_sequence
 from interp.distributed.ring import ring_attention
+from interp.errors import InputError
 
 
 class RingAttention(AttentionImpl):
@@ -128,7 +129,7 @@ def sharded_sink_mass(model, tokens: torch.Tensor, positions: Sequence[int] = (0
     positions = [int(p) for p in positions]
     total = tokens.shape[1]
     if not all(0 <= p < total for p in positions):
-        raise ValueError(f"positions must lie in [0, {total})")
+        raise InputError(f"positions must lie in [0, {total})")
     _, impl = sharded_forward(model, tokens, group, mass_positions=positions)
     sums = torch.stack(impl.records)                                   # [layers, heads, P]
     if dist.is_available() and dist.is_initialized() and group_rank_and_size(group)[1] > 1:

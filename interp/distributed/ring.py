@@ -50,6 +50,7 @@ from interp.distributed.blocks import (
 )
 from interp.distributed.comm import RingComm
 from interp.distributed.layout import LAYOUTS, Chunk, Layout, chunks_of, group_rank_and_size
+from interp.errors import InputError
 
 __all__ = ["ring_attention", "block_plan"]
 
@@ -247,25 +248,25 @@ def ring_attention(
         rank's rows of the attention output. Differentiable in q, k and v.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError("q, k, v must be [batch, heads, seq, d_head]")
+        raise InputError("q, k, v must be [batch, heads, seq, d_head]")
     if k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} disagree")
+        raise InputError(f"k {tuple(k.shape)} and v {tuple(v.shape)} disagree")
     b, h, local, d = q.shape
     if k.shape[0] != b or k.shape[2] != local or k.shape[3] != d:
-        raise ValueError(
+        raise InputError(
             f"k {tuple(k.shape)} must be [batch={b}, kv_heads, local_seq={local}, d_head={d}]"
         )
     if h % k.shape[1]:
-        raise ValueError(f"heads ({h}) must be a multiple of kv_heads ({k.shape[1]})")
+        raise InputError(f"heads ({h}) must be a multiple of kv_heads ({k.shape[1]})")
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        raise InputError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     _, world = group_rank_and_size(group)
     full_len = world * local
     total_len = full_len if total_len is None else int(total_len)
     if not 1 <= total_len <= full_len:
-        raise ValueError(f"total_len must be in [1, {full_len}], got {total_len}")
+        raise InputError(f"total_len must be in [1, {full_len}], got {total_len}")
     if world == 1:
         return _dense_attention(q, k, v, causal, scale, total_len)
     return _RingAttention.apply(q, k, v, causal, scale, layout, total_len, group, block_impl)

@@ -34,6 +34,8 @@ import sys
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from interp.errors import InputError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -73,7 +75,7 @@ def shard(items: Sequence[T], rank_: int | None = None, world: int | None = None
     rank_ = rank() if rank_ is None else rank_
     world = world_size() if world is None else world
     if not 0 <= rank_ < world:
-        raise ValueError(f"rank {rank_} is not in a world of {world}")
+        raise InputError(f"rank {rank_} is not in a world of {world}")
     return list(items)[rank_::world]
 
 

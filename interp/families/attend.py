@@ -29,7 +29,7 @@ from interp.attention import AttentionImpl, repeat_kv
 from interp.attention.base import SparseAttention, compute_dtype, safe_softmax
 from interp.attention.local import band_mask
 from interp.attention.softmax import SoftmaxAttention, dense_mask
-from interp.errors import InputError
+from interp.errors import InputError, Refused
 from interp.families.layers import LayerAttention, refuse
 from interp.families.tl import has_listeners
 
@@ -123,7 +123,7 @@ def check_no_cache(kwargs: dict, n: int, where: str) -> None:
         n_layers = len(getattr(cache, "layers", ())) or 1
         longest = max(cache.get_seq_length(i) for i in range(n_layers))
         if longest > n:
-            raise NotImplementedError(
+            raise Refused(
                 f"{where}: incremental decoding with a KV cache is not supported inside "
                 f"swap_attention; run full sequences (e.g. generate with use_past_kv_cache=False)")
 

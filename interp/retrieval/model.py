@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from interp import attention
 from interp.attention.registry import NotRegistered
 from interp.config import ConfigError, require_at_least
+from interp.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,10 @@ class RetrievalModel(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
+            raise InputError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
         n = tokens.shape[1]
         if n > self.cfg.max_len:
-            raise ValueError(f"sequence of {n} tokens is longer than max_len={self.cfg.max_len}")
+            raise InputError(f"sequence of {n} tokens is longer than max_len={self.cfg.max_len}")
         x = self.embed(tokens)  # [b, n, d]
         if self.pos is not None:
             x = x + self.pos.weight[:n]

@@ -32,6 +32,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from interp.errors import InputError
+
 
 class StreamingKVCache:
     """Sink + ring-buffer KV cache for ``batch`` streams (see the module docstring).
@@ -54,12 +56,12 @@ class StreamingKVCache:
         if len(sinks) == 1:
             sinks = sinks * batch
         if len(sinks) != batch:
-            raise ValueError(f"n_sink has {len(sinks)} entries for a batch of {batch}")
+            raise InputError(f"n_sink has {len(sinks)} entries for a batch of {batch}")
         if not (isinstance(capacity, int) and capacity >= 1):
-            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+            raise InputError(f"capacity must be a positive int, got {capacity!r}")
         for s in sinks:
             if not (isinstance(s, int) and 0 <= s < capacity):
-                raise ValueError(f"n_sink must be ints in [0, capacity={capacity}), got {sinks}")
+                raise InputError(f"n_sink must be ints in [0, capacity={capacity}), got {sinks}")
         self.capacity = capacity
         self.batch = batch
         self.n_layers = n_layers
@@ -89,9 +91,9 @@ class StreamingKVCache:
         allowed only while nothing is evicted (then every stream uses slots ``t0..t0+n-1``)."""
         t0 = self.n_seen
         if n_new < 1:
-            raise ValueError("append at least one token")
+            raise InputError("append at least one token")
         if n_new > 1 and self.evicting(n_new):
-            raise ValueError(f"cannot append {n_new} tokens at once to a cache holding "
+            raise InputError(f"cannot append {n_new} tokens at once to a cache holding "
                              f"{self.length} of {self.capacity}: that would evict inside the "
                              f"chunk; fill up to the capacity, then append one token at a time")
         if t0 < self.capacity:
@@ -151,9 +153,9 @@ class StreamingKVCache:
         """Forget every token after the first ``n`` (only before anything was evicted:
         afterwards the overwritten slots are gone)."""
         if self.n_seen > self.capacity:
-            raise ValueError("cannot truncate a cache that has evicted tokens")
+            raise InputError("cannot truncate a cache that has evicted tokens")
         if not 0 <= n <= self.n_seen:
-            raise ValueError(f"truncate to {n}: the cache holds {self.n_seen} tokens")
+            raise InputError(f"truncate to {n}: the cache holds {self.n_seen} tokens")
         self.n_seen = n
 
     def state_size(self) -> int:

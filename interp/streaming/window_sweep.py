@@ -58,7 +58,7 @@ def window_sweep(model, tokens: Tensor, windows: Sequence[int] = (16, 32, 64, 12
     if tokens.dim() == 1:
         tokens = tokens[None]
     if tokens.dim() != 2 or tokens.shape[0] != 1:
-        raise ValueError(f"tokens must be [T] or [1, T], got shape {tuple(tokens.shape)}")
+        raise InputError(f"tokens must be [T] or [1, T], got shape {tuple(tokens.shape)}")
     windows, sinks = list(windows), list(sinks)
     if not windows or any(not isinstance(w, int) or w < 1 for w in windows):
         raise InputError(f"windows must be positive ints, got {windows}")
@@ -98,13 +98,13 @@ def blowup_table(sweep: pd.DataFrame, sinks: int | None = None) -> pd.DataFrame:
     """
     dense = sweep[sweep["window"].isna()]["ppl_beyond"]
     if dense.empty:
-        raise ValueError("the sweep has no dense row")
+        raise InputError("the sweep has no dense row")
     counts = sorted(int(s) for s in sweep["sinks"].dropna().unique())
     if 0 not in counts or not any(c > 0 for c in counts):
-        raise ValueError(f"need window-only (sinks 0) and sink rows, the sweep has sinks {counts}")
+        raise InputError(f"need window-only (sinks 0) and sink rows, the sweep has sinks {counts}")
     k = max(counts) if sinks is None else sinks
     if k not in counts or k == 0:
-        raise ValueError(f"sinks={k} is not a positive sink count of the sweep ({counts})")
+        raise InputError(f"sinks={k} is not a positive sink count of the sweep ({counts})")
     d = float(dense.iloc[0])
     out = []
     for w, part in sweep.dropna(subset=["window"]).groupby("window", sort=True):

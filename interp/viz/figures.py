@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp.results import atomic_write_text
+from interp.errors import InputError
 
 TEMPLATE = "plotly_white"
 
@@ -26,7 +27,7 @@ TEMPLATE = "plotly_white"
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{what} needs column(s) {missing}; the table has {list(df.columns)}")
+        raise InputError(f"{what} needs column(s) {missing}; the table has {list(df.columns)}")
 
 
 def head_heatmap(df: pd.DataFrame, column: str, title: str | None = None,
@@ -39,7 +40,7 @@ def head_heatmap(df: pd.DataFrame, column: str, title: str | None = None,
     the table are blank (NaN)."""
     _require(df, [layer, head, column], "head_heatmap")
     if df.duplicated([layer, head]).any():
-        raise ValueError(f"head_heatmap: several rows per ({layer}, {head}); filter the table "
+        raise InputError(f"head_heatmap: several rows per ({layer}, {head}); filter the table "
                          f"to one row per head first")
     grid = df.pivot(index=layer, columns=head, values=column).sort_index().sort_index(axis=1)
     z = grid.to_numpy(dtype=float)
@@ -125,7 +126,7 @@ def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False) -> str:
     """An HTML fragment of ``fig`` (a div + its ``Plotly.newPlot`` call). ``include_plotlyjs``
     False: the page must carry plotly.js (the report does, once); True: inline; never a CDN."""
     if include_plotlyjs not in (True, False, "directory"):
-        raise ValueError("include_plotlyjs must be True, False or 'directory' (no CDN)")
+        raise InputError("include_plotlyjs must be True, False or 'directory' (no CDN)")
     height = fig.layout.height or 450
     return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs,
                        include_mathjax=False, default_height=f"{height}px",
@@ -141,7 +142,7 @@ def save_figure(fig: go.Figure, path: str | Path, plotlyjs: str = "inline") -> P
             there once (for folders of many figures; keep the two files together).
     """
     if plotlyjs not in ("inline", "directory"):
-        raise ValueError(f"plotlyjs must be 'inline' or 'directory', got {plotlyjs!r}")
+        raise InputError(f"plotlyjs must be 'inline' or 'directory', got {plotlyjs!r}")
     path = Path(path)
     if plotlyjs == "directory":
         from interp.viz.html import plotly_js

@@ -28,7 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from interp.paths import MissingPath
 from interp.results import atomic_write_text
+from interp.errors import InputError
 
 CIRCUITSVIS = "circuitsvis"
 PLOTLY = "plotly"
@@ -63,7 +65,7 @@ def circuitsvis_js() -> str:
 
     path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
     if not path.is_file():
-        raise FileNotFoundError(f"the circuitsvis JS bundle is missing ({path}); reinstall "
+        raise MissingPath(f"the circuitsvis JS bundle is missing ({path}); reinstall "
                                 f"circuitsvis (pip install --force-reinstall circuitsvis)")
     return script_safe(path.read_text(encoding="utf-8"))
 
@@ -81,7 +83,7 @@ def bundle_scripts(needs: Iterable[str]) -> str:
     needs = set(needs)
     unknown = needs - set(BUNDLES)
     if unknown:
-        raise ValueError(f"unknown JS bundle(s) {sorted(unknown)}; known: {list(BUNDLES)}")
+        raise InputError(f"unknown JS bundle(s) {sorted(unknown)}; known: {list(BUNDLES)}")
     parts = []
     if PLOTLY in needs:
         parts.append(f'<script type="text/javascript">{plotly_js()}</script>')
