@@ -9,9 +9,11 @@ projection (:func:`w_out`, :func:`head_outputs`) and the layer's whole attention
 its post-attention norm (:func:`attn_write`, :func:`post_attention_norm`), a head's q/k/v
 rebuilt from the residual stream through the layer's own ``ln1`` and projection
 (:func:`project`), the block wiring (:func:`parallel_blocks`, :func:`has_mlps`), whether the
-model is causal (:func:`is_causal`), and whether the hand-built pieces reproduce the model
-(:func:`projection_exact`, :func:`edges_exact`). The other circuit modules read hook points
-and call these; none of them looks at a module name, a bridge class or a config flag.
+model is causal (:func:`is_causal`), a forward that starts at a layer from a cached residual
+(:func:`forward_from`, skipping the blocks before it where the family allows), and whether
+the hand-built pieces reproduce the model (:func:`projection_exact`, :func:`edges_exact`).
+The other circuit modules read hook points and call these; none of them looks at a module
+name, a bridge class or a config flag.
 
 **Exact on every family or refused.** The hand projection ``ln1(resid + delta)`` is exact
 only where a head's write to the residual is linear in its ``z`` and the receiver reads
@@ -29,6 +31,7 @@ where they differ is refused by name (:func:`close_or_refuse`), never approximat
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -168,6 +171,51 @@ def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
         m.backward()
     model.zero_grad(set_to_none=True)
     return float(m.detach()), cache
+
+
+def resid_name(layer: int) -> str:
+    """The hook point of the residual stream entering block ``layer``."""
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def skip_reason(model) -> str | None:
+    """None when :func:`forward_from` can skip the blocks before its layer on ``model``, else
+    the family's reason (a forward from a layer then runs every block)."""
+    return family_of(model).skip_reason()
+
+
+@torch.no_grad()
+def forward_from(model, tokens: torch.Tensor, layer: int, resid: torch.Tensor | None,
+                 hooks=()) -> torch.Tensor:
+    """The logits ``[n, seq, vocab]`` of ``tokens [n, seq]`` with ``hooks`` (``(name, fn)``
+    pairs) attached, where the residual stream entering block ``layer``
+    (``blocks.{layer}.hook_resid_pre``) is ``resid [n, seq, d_model]``: the residual a whole
+    forward of ``tokens`` has there, cached beforehand (``None``: a whole forward).
+
+    Blocks ``0 .. layer-1`` are skipped (the family adapter's
+    :meth:`~interp.families.Family.skipping_blocks`; embeddings, positions and masks are still
+    made by the model itself, from ``tokens``), so the forward costs the blocks from ``layer``
+    on. Since those blocks see exactly what a whole forward gives them, the logits equal the
+    whole forward's with the same hooks, as long as no hook sits in a skipped block (a hook on
+    ``blocks.{layer}.hook_resid_pre`` itself sees ``resid``). Where the family cannot skip
+    (:func:`skip_reason`) this is a whole forward with ``resid`` set at ``layer``."""
+    if resid is None or layer == 0:
+        with attach(model, hooks):
+            return model(tokens)
+    fired = []
+
+    def enter(act, hook):
+        fired.append(tuple(act.shape))
+        return resid.to(act.dtype)
+
+    skip = family_of(model).skipping_blocks(range(layer)) if skip_reason(model) is None \
+        else nullcontext()
+    with skip, attach(model, [(resid_name(layer), enter), *hooks]):
+        out = model(tokens)
+    if len(fired) != 1 or fired[0][:2] != tuple(resid.shape[:2]):
+        raise RuntimeError(f"forward_from: {resid_name(layer)} fired {len(fired)} times with "
+                           f"shapes {fired} (expected once, {tuple(resid.shape)})")
+    return out
 
 
 @torch.no_grad()

@@ -22,6 +22,9 @@ A :class:`Family` is bound to one loaded bridge (``family_of(model)``,
   inputs is not exact);
 - **weight folds** for ``head_weights``: :meth:`Family.norm_modules`,
   :meth:`Family.final_norm`, :meth:`Family.embedding`;
+- **patching through hooks**: :meth:`Family.patch_reason` (whether an edit of a head's
+  ``hook_q/k/v/z/pattern`` reaches the output), :meth:`Family.skipping_blocks` (a forward
+  that starts at a layer from a given residual, skipping the blocks before it);
 - **loading**: :meth:`Family.check_bridge` (a layer the bridge itself computes differently
   from HF is refused at load);
 - **the streaming decoder step** on a plain HF model (class level, no bridge):
@@ -36,7 +39,8 @@ type or a bridge class.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +65,15 @@ class Family:
     name: ClassVar[str] = "unknown layout"
     bridges: ClassVar[tuple[str, ...]] = ()
     streaming_types: ClassVar[dict[str, str]] = {}
+    #: attention hook points (``hook_z`` / ``hook_q`` / ``hook_k`` / ``hook_v`` /
+    #: ``hook_pattern``, by suffix) whose edits by a hook reach the model's output: the bridge
+    #: computes from the hooked value rather than firing the hook on a copy afterwards
+    #: (:meth:`patch_reason`; ``tests/circuits/test_patch_positions.py`` checks every claim)
+    patchable: ClassVar[tuple[str, ...]] = ("z",)
+    #: the model's block loop passes only the residual stream from one block to the next
+    #: (positions, masks and rotary tables are made once before the loop), so a forward may
+    #: skip the blocks before a layer whose input it supplies (:meth:`skipping_blocks`)
+    residual_only_loop: ClassVar[bool] = False
 
     def __init__(self, model) -> None:
         self.model = model
@@ -196,6 +209,32 @@ class Family:
         """The raw token-embedding module (its output is what the first block reads)."""
         return raw(self.model.embed)
 
+    # ------------------------------------------------------------------ the unembedding
+    def logits_reason(self) -> str | None:
+        """Why the residual stream does not become logits through :meth:`final_norm`, the
+        unembedding and :meth:`final_softcap` alone (so a logit lens or direct logit
+        attribution would not be the model's own logits), or None."""
+        return None
+
+    def unembedding(self):
+        """The raw unembedding module (``d_model -> vocab``, with its bias if any)."""
+        return raw(self.model.unembed)
+
+    def final_softcap(self) -> float | None:
+        """The final logit soft-cap ``c`` (logits become ``c * tanh(logits / c)``), or None."""
+        cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
+        return float(cap) if cap is not None and float(cap) > 0 else None
+
+    def logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """The model's logits ``[..., vocab]`` for a residual stream ``resid [..., d_model]``
+        taken as the last block's output: final norm (its scale from ``resid`` itself),
+        unembedding, final soft-cap."""
+        norm = self.final_norm()
+        x = resid if norm is None else raw(norm)(resid)
+        out = self.unembedding()(x)
+        cap = self.final_softcap()
+        return out if cap is None else torch.tanh(out / cap) * cap
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def is_encoder_config(cls, config) -> bool:
@@ -206,6 +245,61 @@ class Family:
     def check_bridge(self) -> None:
         """Refuse at load a layer that the TransformerLens bridge itself would compute
         differently from HF (hooks and logits would differ from the model's)."""
+
+    # ------------------------------------------------------------------ patching
+    def patch_reason(self, component: str) -> str | None:
+        """Why an edit returned by a hook on ``blocks.{l}.attn.hook_{component}`` does not
+        reach the model's output (so patching it would measure nothing), or None."""
+        if component in self.patchable:
+            return None
+        bridge = type(self.model.blocks[0].attn).__name__
+        return (f"hook_{component} of the {self.name} layout ({bridge}): the bridge fires it "
+                f"on a value its attention has already used (or interp has not checked that "
+                f"an edit there reaches the output), so an edit is discarded")
+
+    def skip_reason(self) -> str | None:
+        """Why a forward cannot skip the blocks before a layer (:meth:`skipping_blocks`),
+        or None."""
+        if self.residual_only_loop:
+            return None
+        return (f"the {self.name} layout: interp does not know that its block loop passes "
+                f"only the residual stream between blocks")
+
+    def block_passthrough(self, hidden: torch.Tensor):
+        """What a block returns to the model's block loop when it leaves the residual stream
+        ``hidden [batch, pos, d_model]`` unchanged (transformers >= 5 decoder and encoder
+        layers return the hidden states themselves)."""
+        return hidden
+
+    @contextmanager
+    def skipping_blocks(self, layers) -> Iterator[None]:
+        """While open, the blocks ``layers`` compute nothing: each returns its input residual
+        unchanged (:meth:`block_passthrough`; none of its hook points fire). A forward that
+        sets ``blocks.{k}.hook_resid_pre`` of the first block it runs (``k`` = the next layer)
+        to the residual a whole forward had there then equals that forward exactly, at the
+        cost of the blocks from ``k`` on. Refused (:meth:`skip_reason`) where the block loop
+        passes anything else between blocks. Each block's own ``forward`` comes back on exit,
+        also when the forward raises."""
+        why = self.skip_reason()
+        if why is not None:
+            raise Refused(f"skipping blocks: {why}")
+
+        def passthrough(*args: Any, **kwargs: Any):
+            return self.block_passthrough(args[0] if args else kwargs["hidden_states"])
+
+        done = []
+        try:
+            for layer in layers:
+                block = self.model.blocks[layer]
+                if "forward" in block.__dict__:
+                    raise InputError(f"block {layer} already has its forward replaced "
+                                     f"(blocks are being skipped already)")
+                object.__setattr__(block, "forward", passthrough)
+                done.append(block)
+            yield
+        finally:
+            for block in done:
+                object.__delattr__(block, "forward")
 
     # ------------------------------------------------------------------ streaming
     @classmethod

@@ -33,6 +33,9 @@ class Encoder(Family):
 
     name = "delegating encoder (BERT)"
     bridges = ("AttentionBridge",)
+    #: hook_pattern fires after HF's attention has used the pattern (an edit is discarded)
+    patchable = ("z", "q", "k", "v")
+    residual_only_loop = True
 
     @classmethod
     def matches(cls, model, attn) -> bool:
@@ -45,6 +48,18 @@ class Encoder(Family):
         archs = getattr(config, "architectures", None) or []
         return (getattr(config, "model_type", None) in ENCODER_TYPES
                 or any(a.endswith("ForMaskedLM") for a in archs))
+
+    def logits_reason(self) -> str | None:
+        return ("a masked-LM encoder: its head transforms the final residual (dense, GELU, "
+                "LayerNorm) before the unembedding, and every position sees the whole input, "
+                "so there is no next-token logit to attribute")
+
+    def patch_reason(self, component: str) -> str | None:
+        if component == "pattern":
+            return ("hook_pattern of the delegating encoder (BERT): the AttentionBridge fires "
+                    "it after HF's attention has already used the pattern, so an edit is "
+                    "discarded")
+        return super().patch_reason(component)
 
     def swapped_forward(self, attn, impl, spec: LayerAttention, ignore: tuple[str, ...],
                         *args: Any, **kwargs: Any):

@@ -35,6 +35,8 @@ class JointQKV(Family):
 
     name = "joint-qkv (GPT-2)"
     bridges = ("JointQKVAttentionBridge",)
+    patchable = ("z", "q", "k", "v", "pattern")
+    residual_only_loop = True
 
     def describe(self, layer: int, cfg, causal: bool) -> LayerAttention:
         spec = super().describe(layer, cfg, causal)

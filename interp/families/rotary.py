@@ -63,6 +63,8 @@ class RotaryDecoder(Family):
 
     name = "rotary decoder"
     bridges = ("PositionEmbeddingsAttentionBridge",)
+    patchable = ("z", "q", "k", "v", "pattern")
+    residual_only_loop = True
     streaming_types = _STREAMING
 
     def swapped_forward(self, attn, impl, spec: LayerAttention, ignore: tuple[str, ...],

@@ -27,6 +27,8 @@ class Toy(Family):
 
     name = "native toy"
     bridges = ("NativeAttention",)
+    patchable = ("z", "q", "k", "v", "pattern")
+    residual_only_loop = True
 
     @classmethod
     def matches(cls, model, attn) -> bool:
@@ -39,6 +41,10 @@ class Toy(Family):
             n_heads=att.n_heads, n_kv_heads=att.n_kv_heads, head_dim=att.d_head,
             scaling=1.0 / att.scale, causal=bool(att.causal),
             rotary_dim=att.d_head if att.rotary is not None else None)
+
+    def block_passthrough(self, hidden):
+        """The native block returns a one-element tuple."""
+        return (hidden,)
 
     def swapped_forward(self, attn, impl, spec: LayerAttention, ignore: tuple[str, ...],
                         *args: Any, **kwargs: Any):
