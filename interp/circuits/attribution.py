@@ -27,6 +27,12 @@ is ``write(z_run with the sender at its clean value) - write(z_run with it at it
 value)`` through the layer's own output projection and, on Gemma 2/3, its post-attention norm
 (for layers without that norm this is ``(z_clean - z_base)[h] @ W_O[h]``); in parallel blocks
 (GPT-NeoX) a layer's heads do not feed its own MLP.
+
+``method="eap-ig"`` (:func:`node_attribution`, :func:`edge_attribution`) keeps these sender
+differences and replaces the gradient by its average over ``steps`` runs along a straight path
+from the base to the clean values, of the input embeddings (``ig_on="inputs"``, Hanna et al.
+2024) or of each node's own activation (``ig_on="activations"``, Marks et al. 2024); see
+:mod:`interp.circuits.integrated`. ``method="eap"`` (default) is the one-gradient estimate above.
 """
 from __future__ import annotations
 
@@ -65,9 +71,8 @@ def attribution_cache(model, task: PatchingTask, ablation: str = "corrupted",
         g, graph_error = HeadGraph.of(model), None
     except NotImplementedError as err:
         g, graph_error = None, err
-    acts = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    acts = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.attn.hook_z" for l in range(L)]
     if g is not None:
-        acts = ["blocks.0.hook_resid_pre"] + acts
         acts += [f"blocks.{l}.hook_resid_pre" for l in range(L)]
         if g.mlps:
             acts += [f"blocks.{l}.hook_mlp_out" for l in range(L)]
@@ -89,14 +94,36 @@ def attribution_cache(model, task: PatchingTask, ablation: str = "corrupted",
             "run_metric": m, "graph_error": graph_error}
 
 
-def node_attribution(model, task: PatchingTask, cache: dict | None = None,
-                     **kw) -> pd.DataFrame:
-    """Attribution score of every head: DataFrame ``layer, head, score``."""
+def node_attribution(model, task: PatchingTask, cache: dict | None = None, *,
+                     method: str = "eap", steps: int = 5, ig_on: str = "inputs",
+                     max_batch: int | None = None, **kw) -> pd.DataFrame:
+    """Attribution score of every head: DataFrame ``layer, head, score`` (``n_layers *
+    n_heads`` rows), ``score = sum_{batch,pos,d_head} (z_clean - z_base)[h] * gradient at
+    hook_z [batch, pos, head, d_head]``.
+
+    Args:
+        cache: an :func:`attribution_cache` of ``task`` (computed when None, with ``kw``:
+            ``ablation``, ``reference``); EAP-IG results are memoised in it.
+        method: ``"eap"`` (the gradient of the run, module doc) or ``"eap-ig"`` (the mean
+            gradient over ``steps`` interpolated runs, :mod:`interp.circuits.integrated`).
+        steps, ig_on, max_batch: EAP-IG's number of points (``alpha = k / steps``,
+            ``k = 1..steps``), what is interpolated (``"inputs"``: the input embeddings;
+            ``"activations"``: each layer's ``hook_z``, one layer at a time) and the most rows
+            per forward (None: all points of a pass in one forward). Ignored by ``"eap"``.
+
+    Raises:
+        InputError: unknown ``method`` / ``ig_on``, ``steps`` or ``max_batch`` not >= 1.
+    """
+    from interp.circuits.integrated import check_method, ig_attribution
+
+    check_method(method, steps, ig_on, max_batch)
     c = cache or attribution_cache(model, task, **kw)
+    grads = c["run"] if method == "eap" else \
+        ig_attribution(model, task, c, steps, ig_on, max_batch, edges=False)["grads"]
     rows = []
     for l in range(model.cfg.n_layers):
         n = f"blocks.{l}.attn.hook_z"
-        s = ((c["clean"][n] - c["base"][n]) * c["run"]["grad:" + n]).sum(dim=(0, 1, 3))
+        s = ((c["clean"][n] - c["base"][n]) * grads["grad:" + n]).sum(dim=(0, 1, 3))
         rows += [{"layer": l, "head": h, "score": float(s[h])} for h in range(len(s))]
     return pd.DataFrame(rows)
 
@@ -152,14 +179,27 @@ def _receiver_grads(model, c: dict, layer: int, rows: pd.DataFrame) -> torch.Ten
     return torch.stack(grads)
 
 
-def edge_attribution(model, task: PatchingTask, cache: dict | None = None,
-                     **kw) -> torch.Tensor:
-    """EAP scores ``[n_senders, n_receivers]`` (0 where no edge exists); rows/columns follow
-    ``HeadGraph.of(model).senders()`` / ``.receivers()``; ``kw``: ``ablation``, ``reference``
-    of :func:`attribution_cache`."""
+def edge_attribution(model, task: PatchingTask, cache: dict | None = None, *,
+                     method: str = "eap", steps: int = 5, ig_on: str = "inputs",
+                     max_batch: int | None = None, **kw) -> torch.Tensor:
+    """Edge scores ``[n_senders, n_receivers]`` float64 (0 where no edge exists); rows/columns
+    follow ``HeadGraph.of(model).senders()`` / ``.receivers()``; ``kw``: ``ablation``,
+    ``reference`` of :func:`attribution_cache`. ``method``, ``steps``, ``ig_on``,
+    ``max_batch`` as in :func:`node_attribution` (``"eap-ig"`` with ``ig_on="activations"``
+    interpolates the embedding, each layer's heads together and each MLP in turn).
+
+    Raises:
+        Refused: (a ``NotImplementedError``) the graph does not apply (encoders, ...).
+        InputError: bad ``method`` / ``steps`` / ``ig_on`` / ``max_batch``.
+    """
+    from interp.circuits.integrated import check_method, ig_attribution
+
+    check_method(method, steps, ig_on, max_batch)
     c = cache or attribution_cache(model, task, **kw)
     if c.get("graph") is None:
         raise c["graph_error"]
+    if method == "eap-ig":
+        return ig_attribution(model, task, c, steps, ig_on, max_batch)["edges"]
     g: HeadGraph = c["graph"]
     deltas = _sender_deltas(model, c).flatten(1)                          # [S, b*n*d]
     rcv = g.receivers()

@@ -5,7 +5,9 @@
   normalised metric of the circuit moves by less than ``threshold``. One forward per edge:
   for small models (the toy has 81 edges).
 - :func:`eap_circuit` (Syed et al. 2023): keep the ``top_n`` edges by ``|EAP score|`` (or those
-  over ``threshold``), then evaluate with real patching. Cheap for any size.
+  over ``threshold``), then evaluate with real patching. Cheap for any size. With
+  ``method="eap-ig"`` the scores are EAP-IG's (Hanna et al. 2024; ``steps`` interpolated runs,
+  :mod:`interp.circuits.integrated`), which Hanna et al. find more faithful.
 - :func:`head_circuit` (for deep models): node-level first. Heads are ranked by attribution
   (by default against mean ablation, gradient at the clean run); the ``candidates`` best form
   the start circuit, with every MLP, the embedding and every edge among kept nodes; then,
@@ -33,6 +35,7 @@ import torch
 
 from interp.circuits.attribution import attribution_cache, edge_attribution, node_attribution
 from interp.circuits.graph import HeadGraph
+from interp.circuits.integrated import check_method
 from interp.circuits.runner import CircuitRunner
 from interp.circuits.tasks import PatchingTask
 
@@ -156,12 +159,24 @@ def _circuit(runner: CircuitRunner, mask: torch.Tensor, scores: torch.Tensor,
 
 def eap_circuit(model, task: PatchingTask, top_n: int | None = 20,
                 threshold: float | None = None, runner: CircuitRunner | None = None,
-                scores: torch.Tensor | None = None) -> Circuit:
-    """Circuit of the edges with the largest ``|EAP score|``: the ``top_n`` best, or all with
-    ``|score| / |clean - corrupted| >= threshold``; evaluated with real patching."""
+                scores: torch.Tensor | None = None, method: str = "eap", steps: int = 5,
+                ig_on: str = "inputs", max_batch: int | None = None) -> Circuit:
+    """Circuit of the edges with the largest ``|score|``: the ``top_n`` best, or all with
+    ``|score| / |clean - corrupted| >= threshold``; evaluated with real patching.
+
+    Args:
+        scores: ``[n_senders, n_receivers]`` edge scores; when None they are computed by
+            :func:`~interp.circuits.attribution.edge_attribution` with ``method`` (``"eap"``
+            or ``"eap-ig"``), ``steps``, ``ig_on``, ``max_batch`` (ablation: corrupted).
+
+    Raises:
+        InputError: bad ``method`` / ``steps`` / ``ig_on`` / ``max_batch``.
+    """
+    check_method(method, steps, ig_on, max_batch)
     runner = runner or CircuitRunner(model, task)
     if scores is None:
-        scores = edge_attribution(model, task)
+        scores = edge_attribution(model, task, method=method, steps=steps, ig_on=ig_on,
+                                  max_batch=max_batch)
     flat = scores.abs().flatten()
     if threshold is not None:
         den = abs(runner.clean_metric - runner.corrupted_metric) or 1.0
@@ -210,18 +225,24 @@ def node_mask(g: HeadGraph, heads) -> torch.Tensor:
 def head_circuit(model, task: PatchingTask, ablation: str = "mean",
                  reference: torch.Tensor | None = None, candidates: int = 60,
                  threshold: float = 0.01, progress: bool = True,
-                 runner: CircuitRunner | None = None, cache: dict | None = None) -> Circuit:
+                 runner: CircuitRunner | None = None, cache: dict | None = None,
+                 method: str = "eap", steps: int = 5, ig_on: str = "inputs",
+                 max_batch: int | None = None) -> Circuit:
     """Node-level discovery (see module doc): attribution ranks the heads, real patching prunes
     the ``candidates`` best greedily (least important first; a head goes when the normalised
     metric drops by less than ``threshold``). Node scores of heads are the attribution
-    scores; edge scores are EAP scores under the same ablation. ``reference``: tokens whose
+    scores; edge scores are attribution scores under the same ablation, both of ``method``
+    (``"eap"`` or ``"eap-ig"`` with ``steps``, ``ig_on``, ``max_batch``: see
+    :func:`~interp.circuits.attribution.node_attribution`). ``reference``: tokens whose
     per-position means are the base values with ``ablation="mean"``."""
     from tqdm.auto import tqdm
 
+    check_method(method, steps, ig_on, max_batch)
+    ig = dict(method=method, steps=steps, ig_on=ig_on, max_batch=max_batch)
     runner = runner or CircuitRunner(model, task, ablation, reference)
     g = runner.graph
     cache = cache or attribution_cache(model, task, ablation, reference)
-    na = node_attribution(model, task, cache)
+    na = node_attribution(model, task, cache, **ig)
     na["node"] = [f"L{l}H{h}" for l, h in zip(na.layer, na["head"])]
     order = na.reindex(na.score.abs().sort_values(ascending=False).index).node.tolist()
     keep = order[:candidates]
@@ -231,7 +252,7 @@ def head_circuit(model, task: PatchingTask, ablation: str = "mean",
         new = runner.normalised(runner.metric(node_mask(g, trial)))
         if current - new < threshold:
             keep, current = trial, new
-    scores = edge_attribution(model, task, cache)
+    scores = edge_attribution(model, task, cache, **ig)
     return _circuit(runner, node_mask(g, keep), scores, dict(zip(na.node, na.score)))
 
 

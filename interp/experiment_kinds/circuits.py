@@ -40,6 +40,11 @@ class CircuitsConfig(DeviceConfig):
             candidates: heads that ``heads`` starts from (the best by attribution).
         ablation: ``corrupted`` or ``mean`` (per-position means over ``ref_batch`` other
             clean-distribution prompts; see :mod:`interp.circuits.runner`), for discovery.
+        attribution_method: ``eap`` (default) or ``eap-ig``: the node attribution table,
+            the ranking of ``heads`` and the edge scores of ``eap`` and of every circuit
+            (:func:`~interp.circuits.attribution.edge_attribution`); ig_steps, ig_on: EAP-IG's
+            number of points and what it interpolates (``inputs`` or ``activations``; see
+            :mod:`interp.circuits.integrated`).
         quick_batch, quick_candidates: ``--quick`` task batch (0: ``max(2, batch // 4)``)
             and ``heads`` candidates (at most ``candidates``).
         residual_patching: also run layer x position patching.
@@ -60,11 +65,28 @@ class CircuitsConfig(DeviceConfig):
     top_n: int = 50
     candidates: int = 60
     ablation: str = "corrupted"
+    attribution_method: str = "eap"
+    ig_steps: int = 5
+    ig_on: str = "inputs"
     ref_batch: int = 32
     quick_batch: int = 0
     quick_candidates: int = 30
     residual_patching: bool = True
     threads: int = 1
+
+    def __post_init__(self):
+        from interp.circuits.integrated import check_method
+        from interp.errors import InputError
+
+        try:
+            check_method(self.attribution_method, self.ig_steps, self.ig_on)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def attribution(self) -> dict:
+        """Keyword arguments of the attribution functions: ``method``, ``steps``, ``ig_on``."""
+        return {"method": self.attribution_method, "steps": self.ig_steps, "ig_on": self.ig_on}
 
 
 def _load_model(cfg: CircuitsConfig, ctx: RunContext):
@@ -126,12 +148,12 @@ def _patching(cfg: CircuitsConfig, ctx: RunContext, model, task, batch: int):
     return heads
 
 
-def _attribution(ctx: RunContext, model, task, heads, corrupted: float):
-    """Node attribution against head patching: adds the table, returns ``(table, Pearson r,
-    Spearman rho)``."""
+def _attribution(cfg: CircuitsConfig, ctx: RunContext, model, task, heads, corrupted: float):
+    """Node attribution (``cfg.attribution_method``) against head patching: adds the table,
+    returns ``(table, Pearson r, Spearman rho)``."""
     from interp.circuits.attribution import node_attribution, spearman
 
-    na = node_attribution(model, task)
+    na = node_attribution(model, task, **cfg.attribution)
     effect = heads.metric - corrupted
     corr = float(np.corrcoef(na.score, effect)[0, 1])
     rank = spearman(na.score, effect)
@@ -151,9 +173,11 @@ def _discover(cfg: CircuitsConfig, ctx: RunContext, model, task, reference):
         candidates = (min(cfg.candidates, cfg.quick_candidates) if ctx.quick
                       else cfg.candidates)
         return head_circuit(model, task, cfg.ablation, reference, candidates=candidates,
-                            threshold=cfg.threshold, progress=ctx.show_progress)
+                            threshold=cfg.threshold, progress=ctx.show_progress,
+                            **cfg.attribution)
     if cfg.method == "eap":
-        scores = edge_attribution(model, task, ablation=cfg.ablation, reference=reference)
+        scores = edge_attribution(model, task, ablation=cfg.ablation, reference=reference,
+                                  **cfg.attribution)
         return eap_circuit(model, task, top_n=cfg.top_n, scores=scores,
                            runner=CircuitRunner(model, task, cfg.ablation, reference))
     raise ConfigError(f"method must be 'acdc', 'heads' or 'eap', got {cfg.method!r}")
@@ -196,7 +220,7 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     ref = baseline(model, task)
     ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
     heads = _patching(cfg, ctx, model, task, batch)
-    na, corr, rank = _attribution(ctx, model, task, heads, ref["corrupted"])
+    na, corr, rank = _attribution(cfg, ctx, model, task, heads, ref["corrupted"])
     circuit = _discover(cfg, ctx, model, task, reference)
     held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
     held_out = held.normalised(held.metric(circuit.mask))
@@ -207,7 +231,8 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     lines = [
         "## Summary",
         f"- clean metric {ref['clean']:.3f}, corrupted {ref['corrupted']:.3f}",
-        f"- attribution vs head patching ({len(na)} heads): Pearson r = {corr:.3f}, "
+        f"- attribution ({cfg.attribution_method}) vs head patching ({len(na)} heads): "
+        f"Pearson r = {corr:.3f}, "
         f"Spearman rho = {rank:.3f}",
         f"- circuit ({cfg.method}, {cfg.ablation} ablation): {s['n_heads']} heads, "
         f"{s['n_edges']} edges; heads {', '.join(circuit.heads)}",
