@@ -357,6 +357,21 @@ def _comparable(config: Any) -> Any:
     return out
 
 
+def config_defaults(config_cls: type) -> dict:
+    """``{field: default}`` of a kind's config dataclass, as :func:`interp.config.to_dict`
+    writes values (fields without a default are left out)."""
+    out = {}
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = to_dict(value)
+    return out
+
+
 def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     """``["config.batch: 8 -> 16", "quick: true -> false"]``: the leaves that differ (values
     as JSON)."""
@@ -383,11 +398,13 @@ REFUSED_FIELDS = ("kind", "config", "quick", "seed")
 
 
 def _check_reuse(out_dir: Path, kind: str, config: dict, quick: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, defaults: Mapping | None = None) -> None:
     """Refuse to resume sweep points of a different experiment in the same directory: kind,
     config, ``quick`` or seed differ from the folder's ``run.json``. The error names each
     differing field (``quick: true -> false``). The device may differ (see
-    :func:`_comparable`); another interp version is allowed (its points recompute)."""
+    :func:`_comparable`); another interp version is allowed (its points recompute). A config
+    field the folder's run predates (absent from its ``run.json``) counts as unchanged when
+    the new value is the field's default (``defaults``: the kind's config defaults)."""
     import json
 
     meta_path = out_dir / "run.json"
@@ -402,6 +419,11 @@ def _check_reuse(out_dir: Path, kind: str, config: dict, quick: bool = False,
                                      "quick": bool(old.get("quick", False)),
                                      "seed": old.get("seed", 0)}
     now = run_key_fields(kind, config, quick, seed)
+    old_config = was.get("config")
+    if isinstance(old_config, dict) and defaults:
+        was = dict(was, config={**{k: v for k, v in defaults.items()
+                                   if k in now["config"] and k not in old_config},
+                                **old_config})
     diffs = _differences({k: was.get(k) for k in REFUSED_FIELDS},
                          {k: now[k] for k in REFUSED_FIELDS})
     if diffs:
@@ -495,7 +517,8 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     run_device, run_dtype = _run_devices(cfg, source)      # checked before any process starts
     out_dir = _prepare(kind, source, out_dir)
     config = to_dict(cfg)
-    _check_reuse(out_dir, kind.name, config, quick, spec["seed"])
+    _check_reuse(out_dir, kind.name, config, quick, spec["seed"],
+                 defaults=config_defaults(kind.config_cls))
     if nproc > 1:
         return _run_sharded(kind, source, out_dir, quick, progress, nproc, backend,
                             device, dtype)

@@ -146,6 +146,26 @@ def test_resuming_a_different_config_is_refused(tmp_path):
         run_experiment(_spec(n_points=2, label="other"), out_dir=tmp_path, progress=False)
 
 
+def _forget_field(out_dir, name):
+    """Rewrite run.json as a run older than the config field ``name`` would have written it."""
+    meta_path = out_dir / "run.json"
+    meta = json.loads(meta_path.read_text())
+    for config in (meta["config"], meta.get("key_fields", {}).get("config", {})):
+        config.pop(name, None)
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_a_field_newer_than_the_folder_resumes_at_its_default(tmp_path):
+    run_experiment(_spec(n_points=2), out_dir=tmp_path, progress=False)
+    _forget_field(tmp_path, "label")               # the folder predates `label`
+    CALLS.clear()
+    run_experiment(_spec(n_points=2), out_dir=tmp_path, progress=False)   # label = default
+    assert CALLS == []                             # its points were reused
+    _forget_field(tmp_path, "label")
+    with pytest.raises(ConfigError, match=r'config.label: "demo" -> "other"'):
+        run_experiment(_spec(n_points=2, label="other"), out_dir=tmp_path, progress=False)
+
+
 def test_default_out_dir_is_results_stem(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "my_exp.toml"

@@ -10,13 +10,19 @@
 - :mod:`~interp.circuits.model` -- the model plumbing every tool shares (a head's write, its
   q/k/v from the residual stream, block wiring), checked against real forwards; the only
   module here that reads what a model family does.
-- :mod:`~interp.circuits.activation` -- activation patching (residual x position, heads).
+- :mod:`~interp.circuits.activation` -- activation patching (residual x position; heads by
+  ``z`` / ``q`` / ``k`` / ``v`` / ``pattern``, over all positions or one row per position).
+- :mod:`~interp.circuits.positions` -- patching single attention-pattern entries
+  (``patch_pattern``: (dest, src) pairs).
 - :mod:`~interp.circuits.path` -- path patching (sender -> receiver q/k/v).
 - :mod:`~interp.circuits.graph` -- the head-level computational graph (senders, receivers,
   edges).
 - :mod:`~interp.circuits.runner` -- a runner that evaluates any sub-circuit of the graph
   (everything outside it held at its corrupted value or its mean).
-- :mod:`~interp.circuits.attribution` -- attribution patching for nodes and edges (EAP).
+- :mod:`~interp.circuits.attribution` -- attribution patching for nodes and edges (EAP and
+  EAP-IG).
+- :mod:`~interp.circuits.integrated` -- integrated gradients along the corrupted -> clean path
+  (on the input embeddings or on the activations) behind ``method="eap-ig"``.
 - :mod:`~interp.circuits.discovery` -- ACDC / EAP / node-level (``head_circuit``) circuit
   discovery, circuit figures.
 """
@@ -29,13 +35,18 @@ from interp.circuits.composition import composition_scores
 from interp.circuits.discovery import (Circuit, acdc, circuit_figure, eap_circuit, head_circuit,
                                        node_mask, prune)
 from interp.circuits.graph import HeadGraph
+from interp.circuits.integrated import METHODS, check_method, ig_attribution, input_attribution
 from interp.circuits.metrics import (baseline, logit_diff_metric, logprob_metric, normalise,
                                      prob_metric)
+from interp.circuits.model import forward_from
 from interp.circuits.path import path_patch
+from interp.circuits.positions import COMPONENTS, patch_pattern
 from interp.circuits.runner import CircuitRunner, run_circuit
 from interp.circuits.tasks import PatchingTask, induction_task, kv_retrieval_task
 
 __all__ = [
+    "COMPONENTS", "METHODS", "check_method", "forward_from", "ig_attribution",
+    "input_attribution", "patch_pattern",
     "Circuit", "CircuitRunner", "HeadGraph", "PatchingTask", "ablate_heads", "acdc",
     "attribution_cache", "baseline", "circuit_figure", "composition_scores", "eap_circuit",
     "edge_attribution", "first_half_loss", "head_ablation_effects", "head_circuit",
