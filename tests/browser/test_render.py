@@ -205,3 +205,28 @@ def test_checks_catch_a_cdn_page(open_file, tmp_path):
     loaded = open_file(path)
     assert any("unpkg.com" in url for url in loaded.requests)
     assert loaded.page.locator("canvas").count() == 0
+
+
+def test_attribution_view_renders_offline(open_file, tmp_path, toy_model):
+    """The logit-lens heatmap (a token written in each cell), the DLA head heatmap and the
+    component bars all draw."""
+    from interp.attribution import direct_logit_attribution, top_tokens
+    from interp.attribution.view import attribution_view
+
+    toks = torch.randint(0, 50, (1, 12))
+    dla = direct_logit_attribution(toy_model, toks, 3, 4)
+    view = attribution_view(top_tokens(toy_model, toks, k=1), dla)
+    loaded = open_file(view.save(tmp_path / "lens.html"))
+    page = loaded.page
+    figs = page.locator(".plotly-graph-div")
+    assert figs.count() == 3
+    for i in range(2):
+        assert figs.nth(i).locator(".heatmaplayer image").count() >= 1, f"figure {i}: no heatmap"
+    # cell texts of the lens: one per (layer, position)
+    assert figs.nth(0).locator(".heatmaplayer text").count() == 3 * 12
+    others = (~dla.component.str.match(r"^L\d+H\d+$")).sum()          # embed, biases
+    assert figs.nth(2).locator(".barlayer .point").count() == others
+    for i in range(3):
+        figs.nth(i).scroll_into_view_if_needed()
+        assert _pixel_stddev(figs.nth(i).screenshot()) > 5, f"figure {i} looks blank"
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
