@@ -39,7 +39,12 @@ class PatchingTask:
         metric: ``logits [batch, seq, vocab] -> scalar tensor`` (higher = clean behaviour);
             differentiable (attribution patching takes its gradient).
         name: label for tables.
-        info: free-form description (what positions, which tokens).
+        info: free-form description (what positions, which tokens). Tasks with an answer
+            token also set ``info["answer"]`` (``[batch]`` ids the clean run should predict),
+            ``info["answer_position"]`` (where, an int) and, where the metric contrasts it
+            with another token, ``info["contrast"]`` (``[batch]`` ids): circuit runs then add
+            the logit lens and direct logit attribution of the clean run
+            (:mod:`interp.attribution`).
     """
 
     clean: torch.Tensor
@@ -97,7 +102,9 @@ def induction_task(model, batch: int = 8, seg_len: int = 20, seed: int = 0,
     fn = (logprob_metric if metric == "logprob" else prob_metric)(positions, targets)
     return PatchingTask(clean, corrupted, fn, name="induction",
                         info={"seg_len": seg_len, "offset": o, "metric": metric,
-                              "positions": positions.tolist()})
+                              "positions": positions.tolist(),
+                              "answer": targets[:, -1].tolist(),
+                              "answer_position": int(positions[-1])})
 
 
 def kv_retrieval_task(model, batch: int = 8, n_pairs: int = 4, seed: int = 0,
@@ -166,7 +173,9 @@ def kv_retrieval_task(model, batch: int = 8, n_pairs: int = 4, seed: int = 0,
     return PatchingTask(clean_t, corr_t, fn, name="kv_retrieval",
                         info={"n_pairs": n_pairs, "n_shots": shots, "corrupt": corrupt,
                               "example": tok.decode(clean[0]),
-                              "corrupted_example": tok.decode(corrupted[0])})
+                              "corrupted_example": tok.decode(corrupted[0]),
+                              "answer": kv.answers.tolist(), "contrast": wrong.tolist(),
+                              "answer_position": seq - 1})
 
 
 def base_and_source(task: PatchingTask, direction: Direction) -> tuple[torch.Tensor, torch.Tensor]:

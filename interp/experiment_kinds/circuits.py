@@ -4,13 +4,14 @@ one model and one task (``induction`` or ``kv_retrieval``); see :mod:`interp.cir
 Stages: baseline metrics; head patching (layer x head heatmap, resumable via a sweep);
 residual patching (layer x position heatmap, resumable) -- under ``--nproc N`` both patching
 sweeps are split over the ranks (same tables as one process); node attribution and its
-correlation (Pearson and Spearman) with head patching; EAP edge scores; discovery (``acdc``
+correlation (Pearson and Spearman) with head patching; EAP edge scores; for tasks with an
+answer token, the direct logit attribution of the clean run and a logit-lens page; discovery (``acdc``
 for small graphs, ``heads`` -- node-level, attribution then real-patching pruning -- for deep
 models, or EAP top-n) with the circuit's recovered metric on the task batch and on a held-out
 batch, its overlap with the top induction / previous-token heads of
 :func:`interp.probes.induction.induction_scores`, and a graph figure. Each stage is one
 function (``_load_model``, ``_task_maker``, ``_patching``, ``_attribution``, ``_discover``,
-``_induction_overlap``); :func:`run_circuits` runs them in that order and writes the summary.
+``_answer_attribution``, ``_induction_overlap``); :func:`run_circuits` runs them in that order and writes the summary.
 """
 from __future__ import annotations
 
@@ -183,6 +184,45 @@ def _discover(cfg: CircuitsConfig, ctx: RunContext, model, task, reference):
     raise ConfigError(f"method must be 'acdc', 'heads' or 'eap', got {cfg.method!r}")
 
 
+def _answer_attribution(ctx: RunContext, model, task) -> list[str]:
+    """For a task with an answer token (``task.info["answer"]``, see
+    :class:`~interp.circuits.tasks.PatchingTask`): the direct logit attribution of the clean
+    run at the answer position (batch mean) and a page with the logit lens of the first
+    prompt and the DLA figures. Returns summary lines (none for models without next-token
+    logits, whose refusal is logged)."""
+    from interp.attribution import direct_logit_attribution, top_tokens
+    from interp.attribution.view import attribution_view
+    from interp.errors import Refused
+    from interp.viz.attention import token_strings
+
+    info = task.info
+    if "answer" not in info:
+        return []
+    pos = int(info["answer_position"])
+    try:
+        dla = direct_logit_attribution(model, task.clean, info["answer"], info.get("contrast"),
+                                       pos)
+    except Refused as exc:
+        ctx.log(f"no direct logit attribution: {exc}")
+        return []
+    what = "logit[answer]" + (" - logit[contrast]" if "contrast" in info else "")
+    diff = float(np.mean(dla.attrs["logit_diff"]))
+    ctx.add_table("direct_logit_attribution", dla,
+                  f"each component's direct share of {what} at position {pos} on the clean "
+                  f"prompts (batch mean); the rows sum to {diff:.3f}, the model's own value")
+    tok = getattr(model, "tokenizer", None)
+    labels = token_strings(tok, task.clean[0]) if tok is not None else None
+    lens_top = top_tokens(model, task.clean[:1], k=1)
+    ctx.add_html("logit_lens", attribution_view(lens_top, dla, labels,
+                                                title=f"{task.name}: logit lens and DLA"),
+                 "the top next token read from the residual after each block (first clean "
+                 "prompt), and the direct logit attribution above as figures")
+    heads = dla[dla.component.str.match(r"^L\d+H\d+$")].sort_values("value", ascending=False)
+    top = ", ".join(f"{r.component} ({r.value:+.2f})" for r in heads.head(3).itertuples())
+    return [f"- direct logit attribution at position {pos} ({what} = {diff:.3f}): "
+            f"strongest heads {top}"]
+
+
 def _induction_overlap(ctx: RunContext, model, circuit) -> list[str]:
     """Summary lines: how many of the top-5 induction / previous-token heads of
     :func:`interp.probes.induction.induction_scores` are in the circuit (adds the scores)."""
@@ -239,6 +279,7 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         f"- recovers {s['normalised']:.3f} of the clean - corrupted metric alone "
         f"({held_out:.3f} on a held-out batch)",
     ]
+    lines += _answer_attribution(ctx, model, task)
     if cfg.task == "induction":
         lines += _induction_overlap(ctx, model, circuit)
     ctx.add_text("\n".join(lines), at_top=True)

@@ -38,6 +38,12 @@ COLUMNS: dict[str, str] = {
     "ppl": "perplexity, exp(mean next-token loss); lower is better",
     "accuracy": "share of queries answered exactly; 0-1",
     "state_size": "floats per head carried when decoding token by token; Arora et al. 2024",
+    "component": "a residual-stream write: embed (token and position embeddings), L{l}H{h} "
+                 "(head h of layer l), L{l}.mlp, L{l}.attn_bias (the attention output bias), "
+                 "bias (final norm and unembedding biases)",
+    "value": "direct logit attribution: the component's write through the final norm (its "
+             "scale frozen at the run's value) dotted with the unembedding of answer minus "
+             "contrast; logits; the rows sum to the model's own logit difference",
     "delta_loss": "loss with the ablation minus the loss without; > 0 = the ablated part helps",
 }
 
