@@ -5,6 +5,9 @@
 - :mod:`~interp.circuits.ablation` -- zero / mean ablation of heads and its effect on a loss.
 - :mod:`~interp.circuits.tasks` -- clean/corrupted prompt pairs (induction, key-value
   retrieval) and the patching direction.
+- :mod:`~interp.circuits.standard_tasks` -- the literature's tasks: IOI (Wang et al. 2022) and
+  greater-than (Hanna et al. 2023), word lists filtered per tokenizer; a check that the model
+  does the task (``require_task_works``).
 - :mod:`~interp.circuits.metrics` -- logit difference, log-probability and probability
   metrics; normalisation to 0 = corrupted, 1 = clean.
 - :mod:`~interp.circuits.model` -- the model plumbing every tool shares (a head's write, its
@@ -42,6 +45,7 @@ from interp.circuits.model import forward_from
 from interp.circuits.path import path_patch
 from interp.circuits.positions import COMPONENTS, patch_pattern
 from interp.circuits.runner import CircuitRunner, run_circuit
+from interp.circuits.standard_tasks import greater_than_task, ioi_task
 from interp.circuits.tasks import PatchingTask, induction_task, kv_retrieval_task
 
 __all__ = [
@@ -49,7 +53,8 @@ __all__ = [
     "input_attribution", "patch_pattern",
     "Circuit", "CircuitRunner", "HeadGraph", "PatchingTask", "ablate_heads", "acdc",
     "attribution_cache", "baseline", "circuit_figure", "composition_scores", "eap_circuit",
-    "edge_attribution", "first_half_loss", "head_ablation_effects", "head_circuit",
+    "edge_attribution", "first_half_loss", "greater_than_task", "head_ablation_effects",
+    "head_circuit", "ioi_task",
     "induction_task", "kv_retrieval_task", "logit_diff_metric", "logprob_metric",
     "node_attribution", "node_mask", "normalise",
     "patch_heads", "patch_residual", "path_patch", "prob_metric", "prune", "repeated_half_loss",

@@ -274,5 +274,7 @@ def test_toy_circuits_run_two_processes_equal_one(tmp_path):
         assert main(["run", str(exp), "--out", str(out), "--no-progress", *extra]) == 0
     one, two = _circuits_tables(outs[1]), _circuits_tables(outs[2])
     assert "head_patching.csv" in one and "residual_patching.csv" in one
+    assert "direct_logit_attribution.csv" in one          # the induction task names an answer
+    assert (outs[1] / "views" / "logit_lens.html").is_file()
     assert one == two
     assert not list(outs[2].glob("*.rank*.jsonl"))
