@@ -45,7 +45,8 @@ from interp.circuits.model import forward_from
 from interp.circuits.path import path_patch
 from interp.circuits.positions import COMPONENTS, patch_pattern
 from interp.circuits.runner import CircuitRunner, run_circuit
-from interp.circuits.standard_tasks import greater_than_task, ioi_task
+from interp.circuits.standard_tasks import (greater_than_task, ioi_task, require_task_works,
+                                          task_baseline)
 from interp.circuits.tasks import PatchingTask, induction_task, kv_retrieval_task
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
     "Circuit", "CircuitRunner", "HeadGraph", "PatchingTask", "ablate_heads", "acdc",
     "attribution_cache", "baseline", "circuit_figure", "composition_scores", "eap_circuit",
     "edge_attribution", "first_half_loss", "greater_than_task", "head_ablation_effects",
-    "head_circuit", "ioi_task",
+    "head_circuit", "ioi_task", "require_task_works", "task_baseline",
     "induction_task", "kv_retrieval_task", "logit_diff_metric", "logprob_metric",
     "node_attribution", "node_mask", "normalise",
     "patch_heads", "patch_residual", "path_patch", "prob_metric", "prune", "repeated_half_loss",
