@@ -1,5 +1,5 @@
 """``kind = "circuits"``: activation patching, attribution patching and circuit discovery on
-one model and one task (``induction`` or ``kv_retrieval``); see :mod:`interp.circuits`.
+one model and one task (``induction``, ``kv_retrieval``, ``ioi`` or ``greater_than``); see :mod:`interp.circuits`.
 
 Stages: baseline metrics; head patching (layer x head heatmap, resumable via a sweep);
 residual patching (layer x position heatmap, resumable) -- under ``--nproc N`` both patching
@@ -25,13 +25,20 @@ from interp.errors import ConfigError
 from interp.experiments import RunContext, experiment
 
 
+#: the tasks a circuits run takes (:mod:`interp.circuits.tasks`,
+#: :mod:`interp.circuits.standard_tasks`)
+TASKS = ("induction", "kv_retrieval", "ioi", "greater_than")
+
+
 @dataclass(frozen=True)
 class CircuitsConfig(DeviceConfig):
     """Attributes:
         model: registered model name, ``toy:<name>``, or ``circuit-toy`` (trains
             :func:`interp.recipes.toy_induction.circuit_toy` once and caches it; retrained
             when the cached checkpoint's recipe is not the default one).
-        task: ``induction`` or ``kv_retrieval``.
+        task: ``induction``, ``kv_retrieval``, ``ioi`` (Wang et al. 2022) or ``greater_than``
+            (Hanna et al. 2023); a run refuses a model that does not do the task (clean
+            metric not above corrupted).
         batch, seg_len, n_pairs, seed: task size.
         n_shots, corrupt: kv_retrieval only -- answered lookups before the query (-1: the
             default of :func:`~interp.circuits.tasks.kv_retrieval_task`) and how the
@@ -79,6 +86,8 @@ class CircuitsConfig(DeviceConfig):
         from interp.circuits.integrated import check_method
         from interp.errors import InputError
 
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         try:
             check_method(self.attribution_method, self.ig_steps, self.ig_on)
         except InputError as exc:
@@ -112,6 +121,7 @@ def _load_model(cfg: CircuitsConfig, ctx: RunContext):
 
 def _task_maker(cfg: CircuitsConfig, model):
     """``make(batch, seed) -> PatchingTask`` for ``cfg.task``."""
+    from interp.circuits.standard_tasks import greater_than_task, ioi_task
     from interp.circuits.tasks import induction_task, kv_retrieval_task
 
     def make(b: int, seed: int):
@@ -121,7 +131,11 @@ def _task_maker(cfg: CircuitsConfig, model):
             return kv_retrieval_task(model, batch=b, n_pairs=cfg.n_pairs, seed=seed,
                                      n_shots=None if cfg.n_shots < 0 else cfg.n_shots,
                                      corrupt=cfg.corrupt)
-        raise ConfigError(f"task must be 'induction' or 'kv_retrieval', got {cfg.task!r}")
+        if cfg.task == "ioi":
+            return ioi_task(model, n=b, seed=seed)
+        if cfg.task == "greater_than":
+            return greater_than_task(model, n=b, seed=seed)
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
 
     return make
 
@@ -244,8 +258,8 @@ def _induction_overlap(ctx: RunContext, model, circuit) -> list[str]:
 def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     """Patching, attribution and discovery for one model and task."""
     from interp.circuits.discovery import circuit_figure
-    from interp.circuits.metrics import baseline
     from interp.circuits.runner import CircuitRunner
+    from interp.circuits.standard_tasks import require_task_works
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -257,8 +271,9 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     make = _task_maker(cfg, model)
     task = make(batch, cfg.seed)
     reference = make(cfg.ref_batch, cfg.seed + 1000).clean if cfg.ablation == "mean" else None
-    ref = baseline(model, task)
-    ctx.log(f"clean {ref['clean']:.3f} corrupted {ref['corrupted']:.3f}")
+    ref = require_task_works(model, task)        # Refused: the model does not do the task
+    ctx.log(f"{cfg.task} on {cfg.model}: clean metric {ref['clean']:.3f}, corrupted "
+            f"{ref['corrupted']:.3f}")
     heads = _patching(cfg, ctx, model, task, batch)
     na, corr, rank = _attribution(cfg, ctx, model, task, heads, ref["corrupted"])
     circuit = _discover(cfg, ctx, model, task, reference)

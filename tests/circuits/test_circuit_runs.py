@@ -1,0 +1,57 @@
+"""The scripted circuit runs of experiments/ (IOI and greater-than on SmolLM2, IOI on Gemma 3):
+each config loads, names a task the kind knows, and (slow) runs with --quick to a report whose
+summary states the clean/corrupted metrics the task itself gives, with the direct logit
+attribution table adding up to the model's logit difference."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from interp.config import ConfigError, from_dict
+from interp.experiment_kinds.circuits import TASKS, CircuitsConfig
+from interp.experiments import load_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ("circuits_ioi_smollm2", "circuits_greater_than_smollm2", "circuits_ioi_gemma3")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_load(name):
+    kind, cfg, spec = load_experiment(ROOT / "experiments" / f"{name}.toml")
+    assert kind.name == "circuits" and cfg.task in TASKS
+    assert cfg.task in name
+
+
+def test_unknown_task_is_refused_at_load():
+    with pytest.raises(ConfigError, match="task must be one of induction, kv_retrieval, ioi"):
+        from_dict(CircuitsConfig, {"task": "ioi2"})
+
+
+def _run(name, tmp_path):
+    from interp.experiments import run_experiment
+
+    out = run_experiment(ROOT / "experiments" / f"{name}.toml", out_dir=tmp_path / name,
+                         quick=True, progress=False)
+    return out, (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_quick_run_reports_the_task(name, tmp_path):
+    import interp
+    from interp.circuits.standard_tasks import task_baseline
+    from interp.experiment_kinds.circuits import _task_maker
+
+    out, report = _run(name, tmp_path)
+    _, cfg, _ = load_experiment(ROOT / "experiments" / f"{name}.toml")
+    model = interp.load_model(cfg.model)
+    task = _task_maker(cfg, model)(cfg.quick_batch, cfg.seed)
+    ref = task_baseline(model, task)
+    assert ref["clean"] > ref["corrupted"]
+    assert f"clean metric {ref['clean']:.3f}, corrupted {ref['corrupted']:.3f}" in report
+    dla = pd.read_csv(out / "direct_logit_attribution.csv")
+    if cfg.task == "ioi":                   # the metric is the DLA's logit difference
+        assert math.isclose(dla.value.sum(), ref["clean"], rel_tol=1e-3, abs_tol=1e-3)
