@@ -230,3 +230,181 @@ def test_attribution_view_renders_offline(open_file, tmp_path, toy_model):
         figs.nth(i).scroll_into_view_if_needed()
         assert _pixel_stddev(figs.nth(i).screenshot()) > 5, f"figure {i} looks blank"
     assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+# ------------------------------------------------------------------------ circuit graph view
+_CIRCUIT_VIEW_STATE = """(gd) => {
+    const box = (el) => { const r = el.getBoundingClientRect();
+                          return [r.left, r.top, r.right, r.bottom]; };
+    const shown = gd._fullData.filter((t) => t.visible === true);
+    const groups = Array.from(gd.querySelectorAll('.scatterlayer .trace'));
+    let edges = 0;
+    const markers = [];
+    shown.forEach((t, i) => {
+        const role = t.meta && t.meta.role;
+        if (role === 'edges')
+            groups[i].querySelectorAll('path.js-line').forEach((p) => {
+                edges += ((p.getAttribute('d') || '').match(/M/g) || []).length; });
+        if (role === 'nodes')
+            groups[i].querySelectorAll('path.point').forEach((p) => markers.push(box(p)));
+    });
+    const labels = Array.from(gd.querySelectorAll('.infolayer .annotation text'))
+        .map((t) => [t.textContent].concat(box(t)));
+    return {n_shown: shown.length, n_groups: groups.length, edges, markers, labels,
+            step: gd._fullLayout.sliders[0].active};
+}"""
+
+
+def _circuit_view_state(page) -> dict:
+    return page.evaluate(_CIRCUIT_VIEW_STATE, page.locator(".plotly-graph-div").element_handle())
+
+
+def _overlaps(a, b, slack: float = 0.5) -> bool:
+    return (a[0] < b[2] - slack and b[0] < a[2] - slack and a[1] < b[3] - slack
+            and b[1] < a[3] - slack)
+
+
+def _check_readable(state: dict, n_edges: int) -> None:
+    """Every edge of the step drawn once, one label per drawn node, and no label box overlaps
+    another label or any node marker."""
+    assert state["n_groups"] == state["n_shown"], state        # SVG groups = shown traces
+    assert state["edges"] == n_edges
+    labels, markers = state["labels"], state["markers"]
+    assert len(labels) == len(markers) > 0
+    boxes = [lab[1:] for lab in labels]
+    for i, a in enumerate(boxes):
+        assert a[2] - a[0] > 3 and a[3] - a[1] > 3, labels[i]
+        for j in range(i + 1, len(boxes)):
+            assert not _overlaps(a, boxes[j]), (labels[i], labels[j])
+        for m in markers:
+            assert not _overlaps(a, m), (labels[i], m)
+
+
+def _keep_artifact(path: Path) -> None:
+    import os
+
+    where = os.environ.get("INTERP_TEST_ARTIFACTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(where) / path.name)
+
+
+def _hover_edge(page, fig, n: int) -> str:
+    """Move the mouse onto the hover point of the strongest edge of step ``n``; the hover text."""
+    i = next(k for k, t in enumerate(fig.data) if t.meta and t.meta.get("role") == "edge_hover"
+             and t.meta["n"] == n)
+    x, y = fig.data[i].x[0], fig.data[i].y[0]
+    px = page.evaluate("""([gd, x, y]) => {
+        const L = gd._fullLayout, r = gd.getBoundingClientRect();
+        return [r.left + L._size.l + L.xaxis.l2p(x), r.top + L._size.t + L.yaxis.l2p(y)]; }""",
+                       [page.locator(".plotly-graph-div").element_handle(), x, y])
+    page.mouse.move(*px)
+    page.wait_for_selector(".hoverlayer .hovertext", timeout=5000)
+    return page.locator(".hoverlayer .hovertext").first.text_content()
+
+
+def test_circuit_view_of_a_smollm2_sized_circuit_is_readable(open_file, tmp_path):
+    """The issue's case: 1,623 ranked edges of a 30-layer, 9-head (3 KV heads) model with MLPs.
+    The default view draws at most 60 edges; no node label overlaps another label or a marker,
+    there or after moving the slider to all 1,623 edges; hover shows score and patching effect."""
+    from interp.circuits.circuit_view import circuit_view
+    from interp.viz import save_figure
+    from tests.circuits.test_circuit_view import smollm2_shaped_edges
+
+    edges = smollm2_shaped_edges()
+    fig = circuit_view(edges, title="synthetic smollm2-shaped circuit")
+    sizes = [int(s.label.replace(",", "")) for s in fig.layout.sliders[0].steps]
+    default = sizes[fig.layout.sliders[0].active]
+    assert default <= 60
+    loaded = open_file(save_figure(fig, tmp_path / "circuit_view.html"), settle_ms=1000)
+    page = loaded.page
+    page.set_viewport_size({"width": fig.layout.width + 40, "height": 900})   # all of it
+    page.wait_for_timeout(300)
+    _check_plotly(page, 1)
+    state = _circuit_view_state(page)
+    _check_readable(state, default)
+    shot = tmp_path / "circuit_view_smollm2.png"
+    page.locator(".plotly-graph-div").screenshot(path=str(shot))
+    _keep_artifact(shot)
+    assert _pixel_stddev(shot.read_bytes()) > 5
+    text = _hover_edge(page, fig, default)
+    first = edges.loc[edges.score.abs().idxmax()]
+    assert f"{first.sender} → {first.receiver}" in text
+    assert "score" in text and "patching effect" in text and "rank 1 of 1,623" in text
+    # the slider's last label: all edges, the same positions, still no overlapping label
+    page.mouse.move(5, 5)
+    last = page.locator(".slider-container .slider-label").last
+    assert last.text_content().replace(",", "") == str(len(edges))
+    last.scroll_into_view_if_needed()  # the figure is wider than the window
+    b = last.bounding_box()            # a click there lands on the slider's rail, as a user's
+    page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.wait_for_timeout(800)
+    state = _circuit_view_state(page)
+    assert state["step"] == len(sizes) - 1
+    _check_readable(state, len(edges))
+    shot = tmp_path / "circuit_view_smollm2_all_edges.png"
+    page.locator(".plotly-graph-div").screenshot(path=str(shot))
+    _keep_artifact(shot)
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+@pytest.mark.slow
+def test_circuit_view_of_the_trained_toy(open_file, tmp_path):
+    """A real circuit: EAP on the trained induction toy, each slider step's recovery measured
+    with real patching, the top edges' patching effect (clean metric minus the metric without
+    the edge) on hover; it opens on the smallest step recovering 0.8."""
+    from interp.circuits.circuit_view import recovery_curve
+    from interp.circuits.discovery import circuit_figure, eap_circuit
+    from interp.circuits.runner import CircuitRunner
+    from interp.circuits.tasks import induction_task
+    from interp.recipes.toy_induction import circuit_toy
+    from interp.viz import save_figure
+
+    model = circuit_toy()
+    task = induction_task(model, batch=4, seg_len=8)
+    runner = CircuitRunner(model, task)
+    circuit = eap_circuit(model, task, top_n=81, runner=runner)
+    edges = circuit.edges.copy()
+    rcv = runner.graph.receivers()
+    snd = {n: i for i, n in enumerate(runner.graph.senders().name)}
+    col = {(n, x): j for j, (n, x) in enumerate(zip(rcv.node, rcv.input))}
+    effect = [float("nan")] * len(edges)
+    for k, e in enumerate(edges.head(5).itertuples()):
+        mask = circuit.mask.clone()
+        mask[snd[e.sender], col[(e.receiver, e.input)]] = False
+        effect[k] = runner.clean_metric - runner.metric(mask)
+    edges["effect"] = effect
+    circuit.edges = edges
+    curve = recovery_curve(runner, edges)
+    fig = circuit_figure(circuit, "toy induction circuit (EAP)", recovered=curve)
+    active = fig.layout.sliders[0].active
+    n = int(fig.layout.sliders[0].steps[active].label)
+    assert curve[n] >= 0.8 and all(v < 0.8 for m, v in curve.items() if m < n)
+    loaded = open_file(save_figure(fig, tmp_path / "toy_circuit.html"), settle_ms=1000)
+    page = loaded.page
+    _check_plotly(page, 1)
+    _check_readable(_circuit_view_state(page), n)
+    shot = tmp_path / "circuit_view_toy.png"
+    page.locator(".plotly-graph-div").screenshot(path=str(shot))
+    _keep_artifact(shot)
+    text = _hover_edge(page, fig, n)
+    assert "patching effect" in text and "not measured" not in text
+    assert loaded.requests == [] and loaded.errors == [], (loaded.requests, loaded.errors)
+
+
+def test_circuit_view_label_check_catches_overlaps(open_file, tmp_path, monkeypatch):
+    """The overlap check is not vacuous: with columns too narrow for their labels (the layout's
+    pixel sizes patched down) the same check fails."""
+    import interp.circuits.circuit_view as cv
+    from interp.viz import save_figure
+    from tests.circuits.test_circuit_view import smollm2_shaped_edges
+
+    monkeypatch.setattr(cv, "CHAR_PX", 1.0)
+    monkeypatch.setattr(cv, "MIN_COL_PX", 8)
+    monkeypatch.setattr(cv, "MIN_WIDTH", 100)
+    fig = cv.circuit_view(smollm2_shaped_edges(), sizes=[300], default=300, full_labels=True)
+    loaded = open_file(save_figure(fig, tmp_path / "cramped.html"))
+    state = _circuit_view_state(loaded.page)
+    assert state["edges"] == 300 and state["n_groups"] == state["n_shown"]
+    with pytest.raises(AssertionError, match="L[0-9]+H[0-9]+|MLP|KV"):     # labels collide
+        _check_readable(state, 300)
