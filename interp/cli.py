@@ -346,10 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     2 for an :class:`~interp.errors.InterpError` (one ``error:`` line), 130 when
     interrupted. Argument errors exit 2 through argparse (``SystemExit``); any other
     exception propagates with its traceback."""
+    from interp.progress import line_mode
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _probe_warnings(args.command):
+        # stderr not a terminal (a log, a pipe): progress bars give one line per update,
+        # never sharing a line with a stage line or an error
+        with line_mode(), _probe_warnings(args.command):
             _resolve_devices(args)
             return int(args._run(args) or 0)
     except KeyboardInterrupt:

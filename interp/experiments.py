@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import pandas as pd
 
+from interp import progress as _progress
 from interp.config import (ConfigError, DeviceConfig, dtype_name, from_dict, read_experiment,
                            to_dict)
 from interp.distributed import shard
@@ -190,18 +190,16 @@ class RunContext:
 
     def progress(self, iterable: Iterable[T], desc: str | None = None,
                  total: int | None = None) -> Iterable[T]:
-        """``iterable`` wrapped in a tqdm bar (on stderr)."""
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, desc=desc, total=total,
-                    disable=not (self.show_progress and self.is_main), file=sys.stderr)
+        """``iterable`` wrapped in a progress bar on stderr (:func:`interp.progress.bar`: one
+        line per update when stderr is not a terminal)."""
+        return _progress.bar(iterable, desc=desc, total=total,
+                             show=self.show_progress and self.is_main)
 
     def log(self, message: str) -> None:
-        """One line on stderr, with the time since the run started."""
-        if self.show_progress and self.is_main:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"[{time.perf_counter() - self._t0:6.1f}s] {message}", file=sys.stderr)
+        """One stage line on stderr, with the time since the run started (never on the same
+        line as a progress bar, :func:`interp.progress.write`)."""
+        _progress.write(f"[{time.perf_counter() - self._t0:6.1f}s] {message}",
+                        show=self.show_progress and self.is_main)
 
     def _name(self, name: str) -> str:
         if not _NAME.match(name):
@@ -209,12 +207,17 @@ class RunContext:
         return name
 
     def add_table(self, name: str, df: pd.DataFrame, caption: str | None = None,
-                  max_rows: int = MAX_ROWS) -> Path:
+                  max_rows: int = MAX_ROWS, legend: dict[str, str] | None = None,
+                  shown: pd.DataFrame | None = None) -> Path:
         """Write ``out_dir/<name>.csv`` atomically and show the table in the report (its
-        first ``max_rows`` rows; the CSV has all)."""
+        first ``max_rows`` rows; the CSV has all). ``caption``: what the table shows and how
+        to read it; ``legend``: ``{column: meaning}`` for columns whose meaning is particular
+        to this table; ``shown``: a summary the report shows instead (the CSV keeps ``df``);
+        see :meth:`interp.report.Report.add_table`."""
         path = write_table(df, self.out_dir / f"{self._name(name)}.csv")
         self.tables[name] = path
-        self.report.add_table(name, df, caption, link=path.name, max_rows=max_rows)
+        self.report.add_table(name, df, caption, link=path.name, max_rows=max_rows,
+                              legend=legend, shown=shown)
         return path
 
     def add_figure(self, name: str, fig, caption: str | None = None) -> Path:
@@ -540,7 +543,9 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
     shard.seed_everything(spec["seed"])
     status, error = "finished", None
     try:
-        kind.run(cfg, ctx)
+        # library progress (probes' per-layer bars, ...) follows the run's setting
+        with _progress.settings(progress and ctx.is_main):
+            kind.run(cfg, ctx)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -552,13 +557,27 @@ def run_experiment(source: str | Path | Mapping[str, Any], out_dir: str | Path |
         duration = time.time() - started
         report.facts["duration"] = f"{duration:.1f} s"
         report.facts["status"] = status
-        report.save(out_dir / "report.html")       # rank 0 only, like every write
+        _finish_report(ctx, report, out_dir / "report.html")
         write_meta(out_dir, config, seed=spec["seed"],
                    extra={**extra, "status": status, "error": error, "started": started,
                           "duration_s": round(duration, 3),
                           "tables": sorted(p.name for p in ctx.tables.values())})
     ctx.log(f"report: {out_dir / 'report.html'}")
     return out_dir
+
+
+def _finish_report(ctx: RunContext, report: Report, path: Path) -> None:
+    """Write ``report.html`` (rank 0 only, like every write) with a progress bar over its
+    items, and say which tables and figures went without a caption (the page shows a
+    generated description for each, marked as such)."""
+    if not ctx.is_main:
+        return
+    missing = report.uncaptioned()
+    if missing:
+        ctx.log(f"report: {len(missing)} item(s) without a caption (a generated description "
+                f"is shown): {', '.join(missing)}")
+    with _progress.settings(ctx.show_progress):
+        report.save(path)
 
 
 def _new_report(kind: Kind, spec: dict, source_name: str | None, quick: bool, config: dict,

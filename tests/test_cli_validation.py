@@ -176,7 +176,8 @@ def test_sink_explicit_positions_beyond_prompt(smollm2):
 def test_induction_without_repeats_warns(use_smollm2, capsys, smollm2):
     from interp.probes.induction import induction_scores
 
-    assert main(["probe", "induction", "--prompt", "The cat sat on a mat", "--top", "2"]) == 0
+    assert main(["probe", "induction", "--prompt", "The cat sat on a mat", "--top", "2",
+                 "--no-progress"]) == 0
     assert capsys.readouterr().err.strip() == f"interp probe: warning: {NO_REPEATS}"
     assert main(["probe", "induction", "--prompt", "one two three one two three",
                  "--top", "2"]) == 0

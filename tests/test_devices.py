@@ -77,6 +77,8 @@ COMMAND_ARGS = {
                                 "--batch", "1", "--format", "csv"],
     "view": lambda tmp, tiny: ["view", "--model", tiny, "--prompt", "abc abc",
                                "--out", str(tmp / "v.html")],
+    "lens": lambda tmp, tiny: ["lens", "--model", tiny, "--prompt", "abc abc", "--answer", "70",
+                               "--html", str(tmp / "l.html"), "--format", "csv"],
     "s2a": lambda tmp, tiny: ["s2a", "--model", SMOL, "--limit", "1", "--format", "csv"],
     "stream": lambda tmp, tiny: ["stream", "--model", SMOL, "--tokens", "24", "--window", "8",
                                  "--sinks", "2", "--chunk", "12", "--text", "pydoc-topics",

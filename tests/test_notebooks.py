@@ -136,6 +136,9 @@ def test_notebook_runs(path, kernel_env):
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             assert out.output_type != "error", f"{path.name}: cell {i} raised"
+            # tqdm in a kernel without ipywidgets warns on every first import
+            assert "IProgress not found" not in str(out.get("text", "")), \
+                f"{path.name}: cell {i}: tqdm's IProgress warning (install ipywidgets)"
             data = out.get("data", {})
             if PLOTLY_MIME in data:
                 figures += 1

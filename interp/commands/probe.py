@@ -8,7 +8,13 @@ Inputs are checked before the model loads (empty prompt, unreadable ``--text``, 
 context-length check. The probes themselves validate the tokens
 (:func:`interp.probes.common.check_prompt`): too short is an error, valid but uninformative
 input (no repeated token for induction, a prompt shorter than the default sink positions or
-than every locality window) is a ``warning:`` line and the table is still printed.
+than every locality window) is a ``warning:`` line and the table is still printed. A ``--text``
+that names no file but looks like a sentence is refused with a pointer to ``--prompt``.
+
+Progress (stderr; ``--no-progress`` turns it off): a line while the model loads and one when
+it is loaded, and the probe's per-layer bars (the pattern scores, then the copying scores),
+each once that step has run for more than a second (one line per update when stderr is not a
+terminal, :mod:`interp.progress`); a quick run prints nothing but its table.
 """
 from __future__ import annotations
 
@@ -121,11 +127,30 @@ def _check_inputs(args) -> None:
         check_prompt_text(args.prompt)
     args.text_content = None
     if args.text is not None:
+        check_text_flag(args.text)
         args.text_content = read_text_file(args.text, "text file")
         if not args.text_content.strip():
             raise UserError(f"the text file {args.text} is empty")
     if args.out:
         check_output_path(args.out, "results")
+
+
+def check_text_flag(value: str, flag: str = "--text", instead: str = "--prompt") -> None:
+    """Refuse a ``--text FILE`` value that names no file: when it looks like text rather than a
+    path (spaces, no file suffix), the message says to pass the text with ``--prompt``."""
+    import os
+    from pathlib import Path
+
+    path = Path(value).expanduser()
+    if os.path.lexists(path):
+        return                                # read_text_file words any other problem
+    looks_like_text = (any(ch.isspace() for ch in value.strip()) or not path.suffix
+                       or len(value) > 255)
+    if looks_like_text:
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise UserError(f"{flag} takes a FILE to read, and there is no file {shown!r}; to "
+                        f"probe a text given on the command line use {instead} "
+                        f"\"{shown}\"")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -150,18 +175,24 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=None, help="print only the top N rows")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--out", help="write the table to this file instead of stdout")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no stage lines or progress bars on stderr")
 
 
 @command("probe", "run a probe on a model and print one row per layer/head, top heads first",
          devices="model")
 @arguments(_args)
 def cmd_probe(args) -> int:
-    import interp
+    from interp import progress
 
     entry = PROBES[args.name]
     _check_inputs(args)
-    model = interp.load_model(args.model, device=args.device, dtype=args.dtype)
-    df = entry.run(model, _tokens(model, args), args)
+    with progress.settings(not args.no_progress):
+        with progress.stage(f"interp probe: loading model {args.model}"):
+            import interp
+
+            model = interp.load_model(args.model, device=args.device, dtype=args.dtype)
+        df = entry.run(model, _tokens(model, args), args)
     df = df.sort_values(entry.sort_by, ascending=entry.ascending).reset_index(drop=True)
     if args.top:
         df = df.head(args.top)

@@ -144,10 +144,10 @@ class _Stages:
         self.done: list[str] = []
 
     def __call__(self, name: str) -> None:
+        self.bar.set_postfix_str(name, refresh=not self.done)
         if self.done:
-            self.bar.update(1)
+            self.bar.update(1)          # one redraw, showing the stage that starts
         self.done.append(name)
-        self.bar.set_postfix_str(name)
         self.ctx.log(name)
 
     def close(self) -> None:
@@ -165,8 +165,11 @@ def _induction_stage(model, cfg: QuickstartConfig, ctx: RunContext):
     ind = induction_scores(model, seg_len=cfg.seg_len, batch=batch, seed=cfg.seed)
     ctx.add_table("induction_scores",
                   ind.sort_values("induction", ascending=False).reset_index(drop=True),
-                  f"every head on {batch} random sequences of {cfg.seg_len} tokens repeated "
-                  f"twice (Olsson et al. 2022), sorted by induction score", max_rows=15)
+                  f"every head's induction-circuit scores on {batch} random sequences of "
+                  f"{cfg.seg_len} tokens repeated twice (Olsson et al. 2022), one row per "
+                  f"head, highest induction score first. An induction head scores near 1 on "
+                  f"`induction` and near 0 on `previous_token`; a previous-token head the "
+                  f"reverse", max_rows=15)
     top_ind = top_heads(ind, "induction", cfg.top_k)
     top_prev = top_heads(ind, "previous_token", cfg.top_k)
     tops = pd.concat([
@@ -174,16 +177,21 @@ def _induction_stage(model, cfg: QuickstartConfig, ctx: RunContext):
         ind.nlargest(cfg.top_k, "previous_token").assign(ranked_by="previous_token"),
     ], ignore_index=True)
     tops.insert(0, "head_name", [_label(r.layer, r.head) for r in tops.itertuples()])
-    ctx.add_table("top_heads", tops, f"top {cfg.top_k} heads by induction and by "
-                                     f"previous-token score")
+    ctx.add_table("top_heads", tops,
+                  f"the top {cfg.top_k} heads by induction score, then the top {cfg.top_k} by "
+                  f"previous-token score (`ranked_by` says which list a row is from); these "
+                  f"heads feed the K-composition table and the attention view")
     ctx.add_figure("induction_heatmap", head_heatmap(ind, "induction", zmin=0, zmax=1,
                                                      title="induction score per head"),
-                   "attention from a token in the second copy to the token after its first "
-                   "occurrence")
+                   "induction score of every head: rows are layers (0 at the top), columns "
+                   "heads, colour the attention from a token in the second copy to the token "
+                   "after its first occurrence (0-1; bright = an induction head)")
     ctx.add_figure("previous_token_heatmap",
                    head_heatmap(ind, "previous_token", zmin=0, zmax=1,
                                 title="previous-token score per head"),
-                   "attention to the immediately preceding token")
+                   "previous-token score of every head: rows are layers, columns heads, "
+                   "colour the attention to the immediately preceding token (0-1; bright = "
+                   "a previous-token head, the first half of an induction circuit)")
     return ind, top_ind, top_prev
 
 
@@ -202,16 +210,24 @@ def _locality_stage(model, tokens, cfg: QuickstartConfig, ctx: RunContext):
         return None, windows
     layouts = {f"window_{w}": get_attention("sliding_window", window=w) for w in windows}
     loc = locality_scores(model, tokens, layouts=layouts, min_query=windows[0])
-    ctx.add_table("locality", loc,
-                  f"share of each head's attention inside a sliding window, queries at "
-                  f"positions >= {windows[0]} of the {n_tok}-token prompt", max_rows=15)
     first = loc[loc.layout == f"window_{windows[0]}"]
+    shown = first.sort_values("mass_inside", kind="stable").head(15).reset_index(drop=True)
+    others = ", ".join(str(w) for w in windows[1:])
+    ctx.add_table("locality", loc,
+                  f"share of each head's attention that stays inside a sliding window of the "
+                  f"{windows[0]} most recent tokens (the window of the heatmap below), for the "
+                  f"queries at positions >= {windows[0]} of the {n_tok}-token prompt: the "
+                  f"{len(shown)} heads that reach furthest back, lowest first. 1 = the head "
+                  f"would lose nothing under a {windows[0]}-token sliding window"
+                  + (f"; the CSV also has windows {others}" if others else ""),
+                  shown=shown)
     ctx.add_figure("locality_heatmap",
                    head_heatmap(first, "mass_inside", zmin=0, zmax=1,
                                 title=f"attention mass inside a {windows[0]}-token window"),
-                   "1 = the head only looks at the last "
-                   f"{windows[0]} tokens; low = it reaches further back (or to the "
-                   "first token)")
+                   f"the table's window ({windows[0]} tokens) for every head: rows are "
+                   f"layers, columns heads, colour the share of attention inside the window. "
+                   f"1 = the head only looks at the last {windows[0]} tokens; low = it reaches "
+                   f"further back (often to the first token, an attention sink)")
     return loc, windows
 
 
@@ -224,15 +240,20 @@ def _composition_stage(model, top_prev, top_ind, ctx: RunContext) -> pd.DataFram
     comp = composition_scores(model, "K")
     ktab = composition_table(comp, top_prev, top_ind)
     ctx.add_table("k_composition", ktab,
-                  "K-composition (Elhage et al. 2021) of top previous-token heads (src) into "
-                  "top induction heads (dst); percentile among all heads of earlier layers")
+                  "K-composition (Elhage et al. 2021) of each top previous-token head (src) "
+                  "into each top induction head (dst) of a later layer: how much dst's keys "
+                  "read what src writes, the mechanism of an induction circuit. Raw scores "
+                  "are small; read them against `percentile` and `baseline_mean`, which "
+                  "compare src with every head of an earlier layer writing into the same dst")
     if not ktab.empty:
         ctx.add_figure("k_composition_heatmap",
                        matrix_heatmap(ktab, "src", "dst", "score",
                                       title="K-composition: previous-token -> induction heads",
                                       row_title="previous-token head (src)",
                                       col_title="induction head (dst)"),
-                       "blank: the source head is not in an earlier layer")
+                       "the table's scores as a grid: rows are previous-token heads (src), "
+                       "columns induction heads (dst), colour the K-composition score "
+                       "(brighter = stronger); blank: src is not in an earlier layer than dst")
     return ktab
 
 
@@ -245,13 +266,43 @@ def _sink_stage(model, tokens, cfg: QuickstartConfig, ctx: RunContext) -> pd.Dat
     n_tok = tokens.shape[1]
     positions = tuple(p for p in cfg.sink_positions if -n_tok <= p < n_tok)
     sink = sink_summary(sink_scores(model, tokens, positions=positions))
+    shown = sink_by_layer(sink)
+    tokens_text = ", ".join(f"{int(r.position)} = {r.token}"
+                            for r in sink.drop_duplicates("position").itertuples())
+    first = int(sink.position.iloc[0]) if len(sink) else 0
     ctx.add_table("sink_per_layer", sink,
-                  "mean attention on each of the first tokens per layer (alpha, Gu et al. "
-                  "2024) and the share of heads with alpha > 0.3", max_rows=20)
+                  f"attention sinks (Gu et al. 2024), one row per layer: `mass_p` is the "
+                  f"attention the queries pay to key position p, averaged over the layer's "
+                  f"heads (alpha); for position {first}, `max_head_alpha_{first}` is the "
+                  f"strongest single head and `sink_share_{first}` the share of heads with "
+                  f"alpha > 0.3. A sink layer puts most of its attention on position "
+                  f"{first} whatever the text. Positions: {tokens_text}",
+                  max_rows=max(20, len(shown)), shown=shown,
+                  legend={"sink_share_p": "share of the layer's heads whose alpha at key "
+                                          "position p is above 0.3 (Sink^eps of the layer, "
+                                          "Gu et al. 2024); 0-1"})
     ctx.add_figure("sink_curves", sink_curves(sink, "mass", "position",
                                               title="attention mass on the first tokens"),
-                   "mean over heads and queries of the attention paid to each position")
+                   "the table's `mass` columns as curves: x is the layer, y the attention "
+                   "paid to a key position (mean over heads and queries, 0-1), one line per "
+                   "position; a line near 1 marks the layers where that token is a sink")
     return sink
+
+
+def sink_by_layer(sink: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer from a :func:`~interp.probes.sink.sink_summary` table (one row per
+    (layer, position)): ``mass_<p>`` for every position, then ``max_head_alpha_<p>`` and
+    ``sink_share_<p>`` of the first position (the usual sink), so every layer fits on the
+    page."""
+    if sink.empty:
+        return pd.DataFrame(columns=["layer"])
+    first = sink.position.iloc[0]
+    wide = sink.pivot(index="layer", columns="position", values="mass")
+    wide.columns = [f"mass_{int(p)}" for p in wide.columns]
+    top = sink[sink.position == first].set_index("layer")
+    wide[f"max_head_alpha_{int(first)}"] = top["max_head_alpha"]
+    wide[f"sink_share_{int(first)}"] = top["sink_share"]
+    return wide.reset_index()
 
 
 def _view_stage(model, top_ind, top_prev, cfg: QuickstartConfig, ctx: RunContext) -> None:
@@ -267,7 +318,9 @@ def _view_stage(model, top_ind, top_prev, cfg: QuickstartConfig, ctx: RunContext
                  f"{', '.join(_label(*h) for h in view_heads)} on a random sequence of "
                  f"{cfg.view_seg_len} tokens repeated twice: induction heads attend to the "
                  f"token after the previous occurrence (a stripe below the diagonal), the "
-                 f"previous-token head to the token before")
+                 f"previous-token head to the token before. Pick a head to see its pattern: "
+                 f"each row is a query token, each column a key token, darker = more "
+                 f"attention")
 
 
 def _summary(cfg: QuickstartConfig, model, causal: bool, ind: pd.DataFrame,

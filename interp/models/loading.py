@@ -12,6 +12,19 @@ or a ``.gguf`` file), then a hub id ``owner/name``. The last three end here:
          -> interp_info (family, causal, n_ctx, bos) + a check of every layer's attention
             description (:func:`interp.families.describe_layers`)
 
+Which spec is what (:func:`resolve_spec`, checked before anything loads, and answering at
+once):
+
+- an existing path is a folder or a ``.gguf`` file;
+- a spec written as a path (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``, a trailing ``/``, a
+  backslash, or a model-file suffix such as ``.gguf``) that does not exist is an error naming
+  the path, the nearest folder that exists and close names in it;
+- ``owner/name`` (exactly one ``/``; letters, digits, ``-``, ``_``, ``.``; :data:`HUB_ID_RULE`)
+  that is not a local path is a hub id when the HF cache has it, or -- online and without
+  ``HF_HUB_OFFLINE`` -- when the hub answers one quick request (no retries) that it exists.
+  Otherwise the error says at once that there is no such folder here and no such hub model
+  (never the ~30 s of download retries a mistyped folder used to cost).
+
 Nothing from the checkpoint runs as code: ``trust_remote_code`` stays off unless the caller
 passes it, and a model that needs it is refused with a message naming the option. Weights are
 read from safetensors or GGUF; transformers reads a ``.bin`` only with torch's
@@ -32,13 +45,145 @@ from interp.models.info import ModelInfo
 from interp.models.pretrained import _quiet_transformers
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
+#: how a spec is recognised as a Hugging Face hub id (error messages quote it)
+HUB_ID_RULE = ("owner/name: exactly one '/', not starting with '.', '/' or '~', no model-file "
+               "suffix, and no such path here")
+#: what a model spec can be (error messages quote it)
+SPEC_RULE = ("A model is a registry name (`interp models`), toy:<checkpoint>, an existing "
+             "folder (config.json + weights) or .gguf file, or a Hugging Face hub id "
+             f"({HUB_ID_RULE}), read from the HF cache and downloaded only when online "
+             "without HF_HUB_OFFLINE")
+#: file suffixes that make a spec a path, never a hub id
+_MODEL_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json")
+#: seconds the quick "does this hub model exist" request may take
+HUB_CHECK_TIMEOUT = 5.0
 
 
 def looks_like_hub_id(spec: str) -> bool:
     """``owner/name`` with no path that exists locally."""
     return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is written as a file-system path rather than a name or a hub id:
+    ``./`` ``../`` ``/`` ``~`` first, a backslash, a trailing ``/``, more than one ``/``, or a
+    model-file suffix (``.gguf``, ``.safetensors``, ...)."""
+    s = spec.strip()
+    return (s.startswith((".", "/", "~")) or "\\" in s or s.endswith("/")
+            or s.count("/") > 1 or s.lower().endswith(_MODEL_SUFFIXES))
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are off (``HF_HUB_OFFLINE``, in the environment or as
+    huggingface_hub read it at import)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the HF cache holds hub model ``repo_id`` (its ``config.json``)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:                      # a malformed id, an unreadable cache: not cached
+        return False
+    return isinstance(found, str)
+
+
+def hub_exists(repo_id: str, timeout: float = HUB_CHECK_TIMEOUT) -> bool | None:
+    """One quick request to the hub, no retries: True (the model exists, gated ones
+    included), False (no such model), None (the hub could not be reached)."""
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return None
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except GatedRepoError:
+        return True
+    except RepositoryNotFoundError:
+        return False
+    except Exception:                      # no network, DNS, timeout, server error
+        return None
+    return True
+
+
+def _nearest(path: Path) -> tuple[Path, str | None]:
+    """The deepest existing folder above ``path`` and, when ``path``'s next component is a
+    near miss of a name in it, that name."""
+    import difflib
+
+    p = path.absolute()
+    missing: list[str] = []
+    while not p.exists() and p != p.parent:
+        missing.append(p.name)
+        p = p.parent
+    close = None
+    if missing and p.is_dir():
+        try:
+            names = [c.name for c in p.iterdir()]
+        except OSError:
+            names = []
+        hit = difflib.get_close_matches(missing[-1], names, n=1, cutoff=0.75)
+        close = hit[0] if hit else None
+    return p, close
+
+
+def missing_path_error(spec: str, hub: str | None = None) -> ModelLoadError:
+    """The error for a spec that names no existing folder or file: the path, the nearest
+    folder that exists (and a close name in it), why it is not a hub model (``hub``), and
+    what a spec can be (:data:`SPEC_RULE`)."""
+    path = Path(spec).expanduser()
+    base, close = _nearest(path)
+    where = f"{path.absolute()} does not exist; the nearest folder that does is {base}"
+    if close is not None:
+        missing = path.absolute().relative_to(base).parts[0]
+        guess = Path(spec.replace(missing, close, 1)) if missing in spec else base / close
+        where += f"; did you mean {str(guess)!r}?"
+    hub_part = f"; {hub}" if hub else ""
+    return ModelLoadError(f"no such folder or file: {spec!r} ({where}){hub_part}. "
+                          f"{SPEC_RULE}.")
+
+
+def resolve_spec(spec: str) -> str:
+    """What a model spec that is neither a registry name nor ``toy:...`` names: ``"path"``
+    (an existing folder or file) or ``"hub"`` (a hub id to load through the HF cache), decided
+    at once (see the module docs).
+
+    Raises:
+        ModelLoadError: a path that does not exist (named, with the nearest existing folder);
+            an ``owner/name`` that is neither a local path nor a hub model (not cached and
+            offline, unknown to the hub, or the hub unreachable); any other unknown name
+            (the registry's list and a close name).
+    """
+    if Path(spec).expanduser().exists():
+        return "path"
+    if looks_like_path(spec) or not _HUB_ID.match(spec):
+        if looks_like_path(spec) or "/" in spec:
+            raise missing_path_error(spec)
+        from interp.models.registry import unknown_model_error
+
+        raise unknown_model_error(spec)
+    if hub_cached(spec):
+        return "hub"
+    if hub_offline():
+        raise missing_path_error(spec, f"as a hub id, {spec!r} is not in the Hugging Face "
+                                       f"cache and HF_HUB_OFFLINE is set")
+    found = hub_exists(spec)
+    if found:
+        return "hub"
+    why = ("the Hugging Face hub has no model of that name" if found is False else
+           "it is not in the Hugging Face cache and the hub could not be reached")
+    raise missing_path_error(spec, f"as a hub id, {spec!r}: {why}")
 
 
 def _model_class(config):

@@ -112,12 +112,11 @@ def load_hf(name: str, dtype: torch.dtype | str | None = None):
     if name in PRETRAINED:
         model, tok = PRETRAINED[name].load_hf(model_path(name), _dtype(dtype))
         return model.eval(), tok
-    from interp.models.loading import load_hf_any, looks_like_hub_id
+    from interp.models.loading import load_hf_any, resolve_spec
 
-    if Path(name).expanduser().exists() or looks_like_hub_id(name):
-        model, tok, _ = load_hf_any(name, _dtype(dtype))
-        return model, tok
-    raise unknown_model_error(name)
+    resolve_spec(name)                   # a missing path or unknown hub id: an error at once
+    model, tok, _ = load_hf_any(name, _dtype(dtype))
+    return model, tok
 
 
 def load_model(name: str, device: str | torch.device | None = None,
@@ -141,8 +140,10 @@ def load_model(name: str, device: str | torch.device | None = None,
 
     Raises:
         interp.errors.ModelLoadError: (a ``ValueError``) unknown name (the message lists the
-            available ones); a folder without config.json; a hub id that is not cached while
-            offline.
+            available ones); a path that does not exist (named, answered at once); a folder
+            without config.json; an ``owner/name`` that is neither a local path nor a hub
+            model (not cached while offline, unknown to the hub or the hub unreachable:
+            answered at once, see :func:`interp.models.loading.resolve_spec`).
         NotImplementedError: an architecture TransformerLens cannot wrap exactly
             (:class:`interp.errors.Refused`).
         interp.models.cache.CacheError: registry weights could not be fetched (the message
@@ -164,14 +165,13 @@ def load_model(name: str, device: str | torch.device | None = None,
                          n_ctx=model.cfg.n_ctx, family="toy")
         model.interp_info = info
         return model
-    from interp.models.loading import load_hf_any, looks_like_hub_id, wrap
+    from interp.models.loading import load_hf_any, resolve_spec, wrap
 
     if name in PRETRAINED:
         spec = PRETRAINED[name]
         hf_model, tok = spec.load_hf(model_path(name), torch_dtype)
         return wrap(hf_model, tok, name=name, kind="pretrained", device=device,
                     has_lm_head=spec.has_lm_head)
-    if Path(name).expanduser().exists() or looks_like_hub_id(name):
-        hf_model, tok, kind = load_hf_any(name, torch_dtype, trust_remote_code)
-        return wrap(hf_model, tok, name=name, kind=kind, device=device)
-    raise unknown_model_error(name)
+    resolve_spec(name)                   # a missing path or unknown hub id: an error at once
+    hf_model, tok, kind = load_hf_any(name, torch_dtype, trust_remote_code)
+    return wrap(hf_model, tok, name=name, kind=kind, device=device)

@@ -194,15 +194,26 @@ def copying_scores(model) -> pd.DataFrame:
     Raises :class:`~interp.errors.InputError` (a ValueError) where those matrices are not a
     direct path of the model (post-LN encoders such as BERT: ``HeadWeights.direct_path``
     names why)."""
+    from interp import progress
+
     w = head_weights(model)
     if w.direct_path:
         raise InputError(f"copying scores: {w.direct_path}")
-    UE = w.W_U @ w.W_E                                               # [d_model, d_model]
-    M = torch.einsum("lhed,df,lhfk->lhek", w.W_O, UE, w.W_V)         # [L, H, dh, dh]
-    eig = torch.linalg.eigvals(M.double().cpu())                     # [L, H, dh] (CPU)
-    score = eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)
-    rows = [{"layer": layer, "head": h, "copying": score[layer, h].item()}
-            for layer in range(w.n_layers) for h in range(w.n_heads)]
+    # a per-layer bar: the W_U W_E product and the eigenvalues take seconds on a large vocab
+    bar = progress.bar(desc="copying scores", total=w.n_layers, unit="layer",
+                       delay=progress.PROBE_DELAY, leave=None)
+    try:
+        UE = w.W_U @ w.W_E                                           # [d_model, d_model]
+        rows = []
+        for layer in range(w.n_layers):
+            M = torch.einsum("hed,df,hfk->hek", w.W_O[layer], UE, w.W_V[layer])  # [H, dh, dh]
+            eig = torch.linalg.eigvals(M.double().cpu())             # [H, dh] (CPU)
+            score = eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)
+            rows += [{"layer": layer, "head": h, "copying": score[h].item()}
+                     for h in range(w.n_heads)]
+            bar.update(1)
+    finally:
+        bar.close()
     return pd.DataFrame(rows)
 
 

@@ -27,6 +27,11 @@ A probe is a :class:`RowProbe`, four things:
 Both run without gradients, stop the forward right after the last probed layer (a probe needs
 no logits), and remove their hooks (and undo the swap) however the forward ends.
 
+Progress: :func:`run_probe` shows a per-layer bar (``<name> probe``, :func:`interp.progress.bar`)
+once a probe has run :data:`interp.progress.PROBE_DELAY` seconds, unless progress is off
+(``interp probe --no-progress``, :func:`interp.progress.settings`); a probe of a small model
+prints nothing.
+
 Adding a probe: one file with a :class:`RowProbe` subclass and the public function that checks
 its input, builds it and calls :func:`run_probe`. The probes here: :mod:`.sink`,
 :mod:`.induction` (pattern scores), :mod:`.locality`, :mod:`.distraction`, :mod:`.patterns`.
@@ -86,6 +91,29 @@ def as_float(probs: torch.Tensor) -> torch.Tensor:
     return probs if probs.dtype in (torch.float32, torch.float64) else probs.float()
 
 
+def probe_name(probe: RowProbe) -> str:
+    """How progress names ``probe``: its ``name`` attribute, else the class name without
+    ``Probe`` (``InductionProbe`` -> ``induction``)."""
+    name = getattr(probe, "name", None)
+    if name:
+        return str(name)
+    cls = type(probe).__name__
+    return (cls[:-len("Probe")] if cls.endswith("Probe") and cls != "Probe" else cls).lower()
+
+
+def _counting(reduce: Reducer, layers: Sequence[int], n: int, bar) -> Reducer:
+    """``reduce`` that also advances ``bar`` once per probed layer (after its last row
+    block: rows up to ``n``)."""
+    wanted = set(int(layer) for layer in layers)
+
+    def wrapped(layer: int, i0: int, j0: int, probs: torch.Tensor) -> None:
+        reduce(layer, i0, j0, probs)
+        if layer in wanted and i0 + probs.shape[2] >= n:
+            bar.update(1)
+
+    return wrapped
+
+
 @torch.no_grad()
 def run_pattern(model, tokens: torch.Tensor, layers: Sequence[int], reduce: Reducer,
                 hooks: Sequence[Hook] = ()) -> None:
@@ -131,9 +159,19 @@ def run_probe(model, tokens: torch.Tensor, probe: RowProbe, method: str = "auto"
         Refused: ``"blockwise"`` on a layer the swapped forward cannot reproduce exactly (its
             message names the layer feature; use ``method="pattern"``).
     """
-    if choose_method(model, tokens, method) == "pattern":
-        run_pattern(model, tokens, probe.layers, probe.reduce, probe.hooks())
-    else:
-        run_blockwise(model, tokens, probe.layers, probe.reduce, probe.hooks(),
-                      max_floats=max_floats, block_rows=block_rows)
+    from interp import progress
+
+    chosen = choose_method(model, tokens, method)
+    layers = probed_layers(probe.layers)
+    bar = progress.bar(desc=f"{probe_name(probe)} probe", total=len(layers), unit="layer",
+                       delay=progress.PROBE_DELAY, leave=None)
+    reduce = _counting(probe.reduce, layers, int(tokens.shape[1]), bar)
+    try:
+        if chosen == "pattern":
+            run_pattern(model, tokens, probe.layers, reduce, probe.hooks())
+        else:
+            run_blockwise(model, tokens, probe.layers, reduce, probe.hooks(),
+                          max_floats=max_floats, block_rows=block_rows)
+    finally:
+        bar.close()
     return probe.finish()

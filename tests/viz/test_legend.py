@@ -8,12 +8,14 @@ from interp.report import Report, table_html
 from interp.viz.legend import COLUMNS, column_format, preview
 
 
-def test_legend_lines_for_known_columns_only():
+def test_legend_line_for_every_column_and_unknown_ones_flagged():
     df = pd.DataFrame({"layer": [0, 1], "head": [0, 0], "induction": [0.5, 0.9],
                        "my_column": [1.0, 2.0]})
     out = table_html(df)
     assert "<dt>induction</dt>" in out and "Olsson et al. 2022" in out
-    assert "<dt>my_column</dt>" not in out and "<dt>layer</dt>" not in out
+    assert "<dt>layer</dt><dd>layer index" in out
+    # a column nobody described shows as such instead of disappearing from the legend
+    assert '<dt>my_column</dt><dd class="missing">no description</dd>' in out
 
 
 def test_long_table_preview_shows_top_rows_by_column_of_interest():
