@@ -152,14 +152,26 @@ def _patching(cfg: CircuitsConfig, ctx: RunContext, model, task, batch: int):
     key = {"model": model_fingerprint(model), "batch": batch}
     heads = patch_heads(model, task, sweep=ctx.sweep("heads", **key),
                         progress=ctx.show_progress)
-    ctx.add_table("head_patching", heads)
+    ctx.add_table("head_patching", heads,
+                  "activation patching of each head's output (hook_z) from the clean run into "
+                  "the corrupted run, one forward per head: metric = the task metric of that "
+                  "patched run, normalised = 0 (corrupted) .. 1 (clean); a high value means the "
+                  "head alone restores much of the clean behaviour")
     ctx.add_figure("head_patching", head_heatmap(heads, "normalised",
-                                                 title="head patching (clean -> corrupted)"))
+                                                 title="head patching (clean -> corrupted)"),
+                   "the head_patching table as a layer x head heatmap (normalised; bright = "
+                   "the head alone restores the clean behaviour)")
     if cfg.residual_patching:
         res = patch_residual(model, task, sweep=ctx.sweep("resid", **key),
                              progress=ctx.show_progress)
-        ctx.add_table("residual_patching", res)
-        ctx.add_figure("residual_patching", position_heatmap(res))
+        ctx.add_table("residual_patching", res,
+                      "activation patching of the residual stream entering each layer at one "
+                      "position (clean into corrupted): where the information the metric needs "
+                      "sits, layer by layer; normalised 0 = corrupted, 1 = clean")
+        ctx.add_figure("residual_patching", position_heatmap(res),
+                       "the residual_patching table as a layer x position heatmap: read each "
+                       "row left to right to see which position carries the answer at that "
+                       "depth")
     return heads
 
 
@@ -172,7 +184,11 @@ def _attribution(cfg: CircuitsConfig, ctx: RunContext, model, task, heads, corru
     effect = heads.metric - corrupted
     corr = float(np.corrcoef(na.score, effect)[0, 1])
     rank = spearman(na.score, effect)
-    ctx.add_table("node_attribution", na.assign(patching=effect))
+    ctx.add_table("node_attribution", na.assign(patching=effect),
+                  f"attribution patching ({cfg.attribution_method}) of every head: score = the "
+                  f"first-order (EAP) or integrated-gradient (EAP-IG) estimate of patching that "
+                  f"head; patching = the real effect from head_patching (metric minus the "
+                  f"corrupted metric). Points on the diagonal mean the cheap estimate is right")
     return na, corr, rank
 
 
@@ -244,7 +260,10 @@ def _induction_overlap(ctx: RunContext, model, circuit) -> list[str]:
 
     # the #4 probe (seg_len 50), shortened to fit a small context (the toy: 49 tokens)
     scores_df = induction_scores(model, seg_len=min(50, (model.cfg.n_ctx - 1) // 2))
-    ctx.add_table("induction_scores", scores_df)
+    ctx.add_table("induction_scores", scores_df,
+                  "attention scores of every head on repeated random tokens (the induction "
+                  "probe): the top induction and previous-token heads are compared with the "
+                  "circuit's heads in the summary (a * marks a head that is in the circuit)")
     mine = set(circuit.heads)
     lines = []
     for col in ("induction", "previous_token"):
@@ -279,9 +298,18 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     circuit = _discover(cfg, ctx, model, task, reference)
     held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
     held_out = held.normalised(held.metric(circuit.mask))
-    ctx.add_table("circuit_edges", circuit.edges)
-    ctx.add_table("circuit_nodes", circuit.nodes)
-    ctx.add_figure("circuit", circuit_figure(circuit, f"{cfg.task} circuit"))
+    ctx.add_table("circuit_edges", circuit.edges,
+                  f"the edges of the found circuit ({cfg.method}), strongest first: sender -> "
+                  f"receiver's input (q, k, v of a head, 'in' of an MLP or the logits) with its "
+                  f"attribution score; layer -1 is the embeddings, head -1 a node that is not a "
+                  f"head")
+    ctx.add_table("circuit_nodes", circuit.nodes,
+                  "the nodes the circuit's edges touch; score = the summed |score| of their "
+                  "edges; head -1 marks MLPs, embeddings and logits")
+    ctx.add_figure("circuit", circuit_figure(circuit, f"{cfg.task} circuit"),
+                   "the circuit as a graph, layers left to right (embeddings left, logits "
+                   "right): edge width = |score|, colour = the receiver's input; the slider "
+                   "shows the strongest n edges (it opens on a readable size)")
     s = circuit.summary()
     lines = [
         "## Summary",
