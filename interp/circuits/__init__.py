@@ -28,6 +28,10 @@
   (on the input embeddings or on the activations) behind ``method="eap-ig"``.
 - :mod:`~interp.circuits.discovery` -- ACDC / EAP / node-level (``head_circuit``) circuit
   discovery, circuit figures.
+- :mod:`~interp.circuits.evaluation` -- comparing discovery methods: per-edge rankings with
+  their time (``edge_rankings``), ROC AUC against a known circuit (``ground_truth_auc``,
+  ``toy_induction_truth``), faithfulness curves from real circuit forwards and the smallest
+  circuit reaching 80% (``faithfulness_curve``, ``smallest_faithful``), top-k agreement.
 """
 from interp.circuits.ablation import (ablate_heads, first_half_loss, head_ablation_effects,
                                       repeated_half_loss)
@@ -37,6 +41,10 @@ from interp.circuits.attribution import (attribution_cache, edge_attribution, no
 from interp.circuits.composition import composition_scores
 from interp.circuits.discovery import (Circuit, acdc, circuit_figure, eap_circuit, head_circuit,
                                        node_mask, prune)
+from interp.circuits.evaluation import (RANKING_METHODS, EdgeRanking, compare_methods,
+                                        edge_rankings, faithfulness_curve, ground_truth_auc,
+                                        log_counts, method_agreement, smallest_faithful,
+                                        toy_induction_heads, toy_induction_truth)
 from interp.circuits.graph import HeadGraph
 from interp.circuits.integrated import METHODS, check_method, ig_attribution, input_attribution
 from interp.circuits.metrics import (baseline, logit_diff_metric, logprob_metric, normalise,
@@ -60,4 +68,7 @@ __all__ = [
     "node_attribution", "node_mask", "normalise",
     "patch_heads", "patch_residual", "path_patch", "prob_metric", "prune", "repeated_half_loss",
     "run_circuit", "spearman",
+    "RANKING_METHODS", "EdgeRanking", "compare_methods", "edge_rankings", "faithfulness_curve",
+    "ground_truth_auc", "log_counts", "method_agreement", "smallest_faithful",
+    "toy_induction_heads", "toy_induction_truth",
 ]
