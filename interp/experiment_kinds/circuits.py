@@ -56,6 +56,11 @@ class CircuitsConfig(DeviceConfig):
         quick_batch, quick_candidates: ``--quick`` task batch (0: ``max(2, batch // 4)``)
             and ``heads`` candidates (at most ``candidates``).
         residual_patching: also run layer x position patching.
+        compare: edge-ranking methods compared by faithfulness curves
+            (:func:`~interp.circuits.evaluation.edge_rankings`: ``eap``, ``eap-ig``,
+            ``knockout``, ``acdc``, ``patching``; knockout and acdc cost one forward per edge,
+            so keep them to small graphs); () skips the comparison. curve_points /
+            quick_curve_points: log-spaced circuit sizes per curve.
         threads: torch CPU threads (0 = default).
         device, dtype: where the model runs and its dtype (:class:`DeviceConfig`).
     """
@@ -80,12 +85,21 @@ class CircuitsConfig(DeviceConfig):
     quick_batch: int = 0
     quick_candidates: int = 30
     residual_patching: bool = True
+    compare: tuple[str, ...] = ("eap", "eap-ig")
+    quick_curve_points: int = 6
+    curve_points: int = 10
     threads: int = 1
 
     def __post_init__(self):
         from interp.circuits.integrated import check_method
         from interp.errors import InputError
 
+        from interp.circuits.evaluation import RANKING_METHODS
+
+        bad = [m for m in self.compare if m not in RANKING_METHODS]
+        if bad or len(set(self.compare)) != len(self.compare):
+            raise ConfigError(f"compare must list distinct methods of "
+                              f"{', '.join(RANKING_METHODS)}, got {list(self.compare)}")
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         try:
@@ -253,6 +267,76 @@ def _answer_attribution(ctx: RunContext, model, task) -> list[str]:
             f"strongest heads {top}"]
 
 
+def _compare_methods(cfg: CircuitsConfig, ctx: RunContext, model, task, reference,
+                     runner) -> list[str]:
+    """Faithfulness curves of the methods in ``cfg.compare`` (real circuit forwards of each
+    method's top-n edges), the smallest circuit reaching 80% per method, its top-5 edges,
+    top-k agreement between methods and, on the trained toy, each ranking's ROC AUC against
+    the known induction circuit. Adds the tables and one figure; returns summary lines."""
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from interp.circuits.evaluation import (compare_methods, edge_rankings, method_agreement,
+                                            toy_induction_truth)
+    from interp.viz.figures import TEMPLATE
+
+    if not cfg.compare:
+        return []
+    ctx.log(f"comparing edge rankings: {', '.join(cfg.compare)}")
+    rankings = edge_rankings(model, task, cfg.compare, ablation=cfg.ablation,
+                             reference=reference, steps=cfg.ig_steps, ig_on=cfg.ig_on,
+                             acdc_threshold=cfg.threshold, runner=runner,
+                             progress=ctx.show_progress)
+    truth = toy_induction_truth(model) if cfg.model == "circuit-toy" and \
+        cfg.task == "induction" else None
+    points = cfg.quick_curve_points if ctx.quick else cfg.curve_points
+    summary, curves = compare_methods(runner, rankings, truth=truth, points=points)
+    snd, rcv = runner.senders.name.tolist(), runner.receivers.name.tolist()
+    n_rcv = len(rcv)
+    tops = []
+    for name, r in rankings.items():
+        flat = r.order()[:5].tolist()
+        tops.append(", ".join(f"{snd[i // n_rcv]} -> {rcv[i % n_rcv]}" for i in flat))
+    summary["top_edges"] = tops
+    ctx.add_table("method_comparison", summary,
+                  "one row per edge-ranking method: seconds = its time, auc = ROC AUC of its "
+                  "ranking against the known circuit (trained toy only), n_faithful = the "
+                  "fewest top-ranked edges whose circuit recovers 80% of clean - corrupted "
+                  "(real forwards, exact to one edge), n_edges = edges in the graph, "
+                  "top_edges = its five strongest edges",
+                  legend={"seconds": "the method's wall time in seconds (scoring every edge; "
+                                     "the curve forwards not included)"})
+    ctx.add_table("faithfulness_curves", curves,
+                  "each method's circuit of its top n_edges edges, run for real (everything "
+                  "else at its ablated value): normalised 0 = corrupted, 1 = clean")
+    fig = go.Figure()
+    for name, g in curves.groupby("method", sort=False):
+        g = g[g.n_edges > 0]
+        fig.add_trace(go.Scatter(x=g.n_edges, y=g.normalised, mode="lines+markers", name=name,
+                                 hovertemplate=f"{name}<br>%{{x}} edges: %{{y:.3f}}"
+                                               f"<extra></extra>"))
+    fig.add_hline(y=0.8, line_dash="dot", line_color="#888")
+    fig.update_layout(title=f"{task.name}: faithfulness of each method's top-n circuit",
+                      template=TEMPLATE, xaxis=dict(title="edges kept", type="log"),
+                      yaxis=dict(title="metric recovered (0 corrupted, 1 clean)"), height=420)
+    ctx.add_figure("faithfulness_curves", fig,
+                   "one line per method: the metric its top-n edges recover as n grows (log "
+                   "x); the dotted line is 80%. A line that rises early ranks the edges that "
+                   "matter first")
+    if len(rankings) > 1:
+        k = sorted({min(10, summary.n_edges[0]), min(100, summary.n_edges[0])})
+        ctx.add_table("method_agreement", method_agreement(rankings, k),
+                      "overlap of the top-k edges of each pair of methods: "
+                      "|top-k(a) & top-k(b)| / k")
+    lines = []
+    for r in summary.itertuples():
+        n = "never" if pd.isna(r.n_faithful) else f"{int(r.n_faithful)} edges"
+        auc = "" if pd.isna(r.auc) else f", ROC AUC {r.auc:.3f} vs the known circuit"
+        lines.append(f"- {r.method}: 80% of the metric at {n} of {r.n_edges} "
+                     f"({r.seconds:.1f} s{auc}); top edges {r.top_edges}")
+    return lines
+
+
 def _induction_overlap(ctx: RunContext, model, circuit) -> list[str]:
     """Summary lines: how many of the top-5 induction / previous-token heads of
     :func:`interp.probes.induction.induction_scores` are in the circuit (adds the scores)."""
@@ -296,6 +380,7 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     heads = _patching(cfg, ctx, model, task, batch)
     na, corr, rank = _attribution(cfg, ctx, model, task, heads, ref["corrupted"])
     circuit = _discover(cfg, ctx, model, task, reference)
+    runner = CircuitRunner(model, task, cfg.ablation, reference)
     held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
     held_out = held.normalised(held.metric(circuit.mask))
     ctx.add_table("circuit_edges", circuit.edges,
@@ -306,7 +391,7 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     ctx.add_table("circuit_nodes", circuit.nodes,
                   "the nodes the circuit's edges touch; score = the summed |score| of their "
                   "edges; head -1 marks MLPs, embeddings and logits")
-    ctx.add_figure("circuit", circuit_figure(circuit, f"{cfg.task} circuit"),
+    ctx.add_figure("circuit", circuit_figure(circuit, f"{cfg.task} circuit", runner=runner),
                    "the circuit as a graph, layers left to right (embeddings left, logits "
                    "right): edge width = |score|, colour = the receiver's input; the slider "
                    "shows the strongest n edges (it opens on a readable size)")
@@ -322,6 +407,7 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         f"- recovers {s['normalised']:.3f} of the clean - corrupted metric alone "
         f"({held_out:.3f} on a held-out batch)",
     ]
+    lines += _compare_methods(cfg, ctx, model, task, reference, runner)
     lines += _answer_attribution(ctx, model, task)
     if cfg.task == "induction":
         lines += _induction_overlap(ctx, model, circuit)

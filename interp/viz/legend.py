@@ -44,6 +44,20 @@ COLUMNS: dict[str, str] = {
     "value": "direct logit attribution: the component's write through the final norm (its "
              "scale frozen at the run's value) dotted with the unembedding of answer minus "
              "contrast; logits; the rows sum to the model's own logit difference",
+    "method": "the edge-ranking method (eap, eap-ig: attribution patching without / with "
+              "integrated gradients; knockout: single-edge removal from the full graph; acdc; "
+              "patching: each edge scored by its sender's activation-patching effect)",
+    "method_a": "first method of the pair",
+    "method_b": "second method of the pair",
+    "auc": "ROC AUC of the method's edge ranking (by |score|) against the known circuit; "
+           "0.5 = chance, 1 = every circuit edge ranked above every other edge",
+    "n_faithful": "fewest top-ranked edges whose circuit recovers 80% of clean - corrupted "
+                  "(real circuit forwards, exact to one edge); empty = never",
+    "n_edges": "number of edges (of the graph, or kept in the circuit at this point)",
+    "top_edges": "the method's five strongest edges, sender -> receiver input",
+    "k": "how many top-ranked edges are compared",
+    "shared": "edges in both methods' top k",
+    "overlap": "shared / k; 1 = the same top-k edges",
     "delta_loss": "loss with the ablation minus the loss without; > 0 = the ablated part helps",
     # -- what a row is -------------------------------------------------------------------
     "layer": "layer index, 0-based (L{layer} in head names)",
