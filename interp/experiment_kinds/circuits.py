@@ -377,9 +377,14 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
     ref = require_task_works(model, task)        # Refused: the model does not do the task
     ctx.log(f"{cfg.task} on {cfg.model}: clean metric {ref['clean']:.3f}, corrupted "
             f"{ref['corrupted']:.3f}")
+    ctx.log("activation patching (heads" + (", residual" if cfg.residual_patching else "")
+            + ")")
     heads = _patching(cfg, ctx, model, task, batch)
+    ctx.log(f"node attribution ({cfg.attribution_method})")
     na, corr, rank = _attribution(cfg, ctx, model, task, heads, ref["corrupted"])
+    ctx.log(f"circuit discovery ({cfg.method})")
     circuit = _discover(cfg, ctx, model, task, reference)
+    ctx.log("the circuit on the task and a held-out batch, and its figure")
     runner = CircuitRunner(model, task, cfg.ablation, reference)
     held = CircuitRunner(model, make(batch, cfg.seed + 1), cfg.ablation, reference)
     held_out = held.normalised(held.metric(circuit.mask))
@@ -408,7 +413,10 @@ def run_circuits(cfg: CircuitsConfig, ctx: RunContext) -> None:
         f"({held_out:.3f} on a held-out batch)",
     ]
     lines += _compare_methods(cfg, ctx, model, task, reference, runner)
+    if "answer" in task.info:
+        ctx.log("direct logit attribution and logit lens of the clean run")
     lines += _answer_attribution(ctx, model, task)
     if cfg.task == "induction":
+        ctx.log("induction probe: the circuit's heads vs the top induction heads")
         lines += _induction_overlap(ctx, model, circuit)
     ctx.add_text("\n".join(lines), at_top=True)
