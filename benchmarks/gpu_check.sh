@@ -53,7 +53,7 @@ from interp.attention import gpu
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), {torch.cuda.get_device_name()}, "
       f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
 print(f"flex_attention: {'yes' if gpu.flex_module() else 'NO (sparse impls use the torch path)'}; "
-      f"fla: {'yes' if gpu.fla_linear_attn() else 'no (linear uses the torch chunked form)'}")
+      f"fla: {'yes' if gpu.fla_linear_attn() else 'no (linear uses the torch chunked form): ' + str(gpu.fla_unavailable_reason())}")
 PYEOF
 
 # limits: 185 + 135 + 45 + 50 s, + 5 s kill grace each, + 40 s preflight = 475 s

@@ -91,14 +91,30 @@ def flex_module() -> Any | None:
     return fa
 
 
+#: fla kernels are given value widths padded to a multiple of this (fla 0.6's backward refuses
+#: odd widths in 16-bit, citing a Triton miscompile; its own tests only use V = K)
+FLA_WIDTH_MULTIPLE = 16
+
+
 @functools.cache
-def fla_linear_attn() -> Callable | None:
-    """fla's ``chunk_linear_attn`` (package flash-linear-attention), or None if not installed."""
+def _fla_import() -> tuple[Callable | None, str | None]:
     try:
         from fla.ops.linear_attn import chunk_linear_attn
-    except Exception:  # not installed, or installed without a working triton
-        return None
-    return chunk_linear_attn
+    except Exception as exc:  # not installed, or installed without a working triton
+        return None, f"{type(exc).__name__}: {exc}"
+    return chunk_linear_attn, None
+
+
+def fla_linear_attn() -> Callable | None:
+    """fla's ``chunk_linear_attn`` (package flash-linear-attention), or None if it cannot be
+    imported (:func:`fla_unavailable_reason` says why)."""
+    return _fla_import()[0]
+
+
+def fla_unavailable_reason() -> str | None:
+    """Why fla's kernel cannot be used (the import error, e.g. not installed or a broken
+    triton), or None when it imports."""
+    return _fla_import()[1]
 
 
 def use_flex(q: Tensor, v: Tensor) -> bool:
@@ -247,7 +263,9 @@ def fla_chunked(fq: Tensor, fk: Tensor, v1: Tensor, s0: Tensor | None, causal: b
 
     fla takes ``[batch, seq, heads, dim]`` with as many k/v heads as q heads, so the kv heads
     are repeated ``g`` times (the state copies are identical; the first is returned).
-    ``chunk_size`` is fla's own (64).
+    ``chunk_size`` is fla's own (64). The value width ``e`` (``d + 1``: odd for every even
+    head size) is padded with zero columns to a multiple of :data:`FLA_WIDTH_MULTIPLE` for the
+    kernel and sliced back (exact: value columns do not mix).
     """
     if not causal:
         raise InputError("fla_chunked is the causal form")
@@ -258,8 +276,12 @@ def fla_chunked(fq: Tensor, fk: Tensor, v1: Tensor, s0: Tensor | None, causal: b
     k_ = fk.repeat_interleave(g, dim=1).transpose(1, 2).contiguous()
     v_ = v1.repeat_interleave(g, dim=1).transpose(1, 2).contiguous()  # [b, n, h, e]
     h0 = None if s0 is None else s0.repeat_interleave(g, dim=1).float().contiguous()
+    pad = -e % FLA_WIDTH_MULTIPLE        # zero value columns: each output column depends only
+    if pad:                              # on its own value column, so slicing back is exact
+        v_ = F.pad(v_, (0, pad))
+        h0 = None if h0 is None else F.pad(h0, (0, pad)).contiguous()
     o, ht = fla_linear_attn()(q_, k_, v_, scale=1.0, initial_state=h0,
                               output_final_state=True, normalize=False)
-    num = o.transpose(1, 2).reshape(b, hk, g, n, e).to(fq.dtype)
-    s_new = ht.reshape(b, hk, g, f, e)[:, :, 0].to(fq.dtype)
+    num = o[..., :e].transpose(1, 2).reshape(b, hk, g, n, e).to(fq.dtype)
+    s_new = ht[..., :e].reshape(b, hk, g, f, e)[:, :, 0].to(fq.dtype)
     return num, s_new

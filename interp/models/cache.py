@@ -40,6 +40,26 @@ from interp.errors import CacheError
 
 #: Command prefix used to download wheels; tests replace it to simulate pip failing.
 PIP_COMMAND: list[str] = [sys.executable, "-m", "pip"]
+#: pip's own network settings for a fetch: one retry, 15 s socket timeout (pip's defaults, 5
+#: retries with backoff, keep an offline machine waiting for minutes)
+PIP_RETRIES, PIP_SOCKET_TIMEOUT = 1, 15
+#: default wall-clock limit of one ``pip download`` (seconds; INTERP_FETCH_TIMEOUT overrides)
+FETCH_TIMEOUT = 900.0
+
+
+def fetch_timeout() -> float:
+    """The wall-clock limit of one ``pip download``: ``$INTERP_FETCH_TIMEOUT`` seconds or
+    :data:`FETCH_TIMEOUT`; a value that is not a positive number is a CacheError."""
+    raw = os.environ.get("INTERP_FETCH_TIMEOUT")
+    if raw is None:
+        return FETCH_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise CacheError(f"INTERP_FETCH_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
 
 MANIFEST = "manifest.json"
 
@@ -157,16 +177,24 @@ def pip_download(requirement: str, into: Path, options: list[str], manual: str,
         CacheError: pip could not run or failed; the message ends with ``manual`` (how to
             fill the cache by hand).
     """
-    cmd = [*PIP_COMMAND, "download", "--no-deps", *options, "--quiet", requirement, "-d",
-           str(into)]
+    cmd = [*PIP_COMMAND, "download", "--no-deps", "--retries", str(PIP_RETRIES), "--timeout",
+           str(PIP_SOCKET_TIMEOUT), *options, "--quiet", requirement, "-d", str(into)]
+    offline = (" (PIP_NO_INDEX is set: pip looked only in --find-links / PIP_FIND_LINKS)"
+               if os.environ.get("PIP_NO_INDEX", "").lower() not in ("", "0", "false", "no")
+               else "")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=fetch_timeout())
     except OSError as exc:
         raise CacheError(f"could not run pip ({exc}).\n" + manual)
+    except subprocess.TimeoutExpired:
+        raise CacheError(f"pip download of {requirement}{what} did not finish in "
+                         f"{fetch_timeout():g} s (set INTERP_FETCH_TIMEOUT to wait longer); "
+                         f"no package index reachable? This machine may be offline{offline}.\n"
+                         + manual) from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise CacheError(f"pip download of {requirement}{what} failed (exit {proc.returncode}):"
-                         f"\n{tail}\n" + manual)
+        raise CacheError(f"pip download of {requirement}{what} failed (exit {proc.returncode})"
+                         f"{offline}:\n{tail}\n" + manual)
 
 
 def fetch_verified(requirement: str, dest: Path, options: list[str],

@@ -164,6 +164,7 @@ def fake_chunk_linear_attn(q, k, v, scale=None, initial_state=None, output_final
     ``[B, H, K, V]`` in float32): ``o_t = scale * q_t (h0 + sum_{s<=t} k_s v_s^T)``."""
     assert not normalize and q.shape == k.shape and v.shape[:3] == q.shape[:3]
     assert q.shape[1] >= q.shape[2], "fla 0.3/0.4 reject seq < heads"
+    assert v.shape[-1] % 16 == 0, "fla 0.6's backward refuses value widths not a multiple of 16"
     b, t, h, kd = q.shape
     s = q.new_zeros(b, h, kd, v.shape[-1]) if initial_state is None else initial_state
     assert s.dtype == torch.float32 and s.shape == (b, h, kd, v.shape[-1])
@@ -199,6 +200,23 @@ def test_fla_adapter_equals_naive(fake_fla, feature_map):
     g = torch.autograd.grad(out.sum(), [q, k, v, *params])
     gr = torch.autograd.grad(ref.sum(), [q, k, v, *params])
     assert all(rel_err(a, b) < 1e-4 for a, b in zip(g, gr))
+
+
+def test_fla_gets_a_padded_value_width_and_slices_it_back(fake_fla):
+    """d_head 16 makes v' = [v, 1] 17 wide (odd): the kernel sees 32 columns (the fake asserts a
+    multiple of 16), and the output and state equal the unpadded naive form."""
+    impl = attention.get("linear", feature_map="elu", form="chunked", d_head=16)
+    q, k, v = make_qkv(batch=1, heads=2, kv_heads=2, seq=24, d=16, dv=16)
+    out, state = impl(q, k, v, causal=True, return_state=True)
+    assert fake_fla and rel_err(out, impl.naive(q, k, v, causal=True)) < 1e-5
+    assert state.kv.shape[-1] == 17                 # the state keeps the true width
+
+
+def test_fla_unavailable_reason_is_kept():
+    if gpu.fla_linear_attn() is not None:
+        assert gpu.fla_unavailable_reason() is None
+    else:          # here: fla not installed; the reason names the import error, not "None"
+        assert "fla" in gpu.fla_unavailable_reason()
 
 
 def test_fla_adapter_carries_the_state(fake_fla):

