@@ -25,6 +25,15 @@ def smollm2_cuda():
     return interp.load_model("smollm2-135m", device=CUDA)
 
 
+@pytest.fixture(scope="module")
+def smollm2_cpu():
+    """The CPU reference: loaded on the CPU whatever ``--device`` says (the shared ``smollm2``
+    fixture follows ``--device``, so on a GPU run it would compare CUDA with CUDA)."""
+    model = interp.load_model("smollm2-135m", device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    return model
+
+
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_family_parity_and_softmax_swap_on_cuda(family_dir, name):
     """Bridge on CUDA equals HF eager on CPU; the softmax swap is exact on CUDA too."""
@@ -41,23 +50,23 @@ def test_family_parity_and_softmax_swap_on_cuda(family_dir, name):
     assert (swapped - got).abs().max() <= 1e-5 * got.abs().max()
 
 
-def test_linear_swap_on_cuda_equals_cpu(smollm2):
-    cuda = interp.load_model("smollm2-135m", device=CUDA)
+def test_linear_swap_on_cuda_equals_cpu(smollm2_cpu, smollm2_cuda):
     ids = torch.tensor([[1, 504, 3458, 282, 260, 1345, 314, 253]])
     with torch.no_grad():
-        with interp.swap_attention(smollm2, "linear", feature_map="elu", form="chunked"):
-            cpu = smollm2(ids)
-        with interp.swap_attention(cuda, "linear", feature_map="elu", form="chunked"):
-            gpu = cuda(ids.to(CUDA)).cpu()
+        with interp.swap_attention(smollm2_cpu, "linear", feature_map="elu", form="chunked"):
+            cpu = smollm2_cpu(ids)
+        with interp.swap_attention(smollm2_cuda, "linear", feature_map="elu", form="chunked"):
+            gpu = smollm2_cuda(ids.to(CUDA)).cpu()
     assert (gpu - cpu).abs().max() < 1e-3 * cpu.abs().max()
 
 
-def test_probes_on_cuda_equal_cpu(smollm2, smollm2_cuda):
+def test_probes_on_cuda_equal_cpu(smollm2_cpu, smollm2_cuda):
     from interp.probes.induction import induction_scores
     from interp.probes.locality import locality_scores
     from interp.probes.sink import sink_scores
 
     text = "The lighthouse keeper climbed the stairs every night to light the lamp."
+    smollm2 = smollm2_cpu
     a = induction_scores(smollm2, batch=2, seg_len=20)
     b = induction_scores(smollm2_cuda, batch=2, seg_len=20)
     cols = ["induction", "prefix_matching", "previous_token", "duplicate_token", "copying"]
@@ -68,9 +77,10 @@ def test_probes_on_cuda_equal_cpu(smollm2, smollm2_cuda):
             - locality_scores(smollm2_cuda, text)["mass_inside"]).abs().max() < 1e-4
 
 
-def test_bf16_probes_accumulate_in_float32(smollm2):
+def test_bf16_probes_accumulate_in_float32(smollm2_cpu):
     from interp.probes.sink import sink_scores
 
+    smollm2 = smollm2_cpu
     bf16 = interp.load_model("smollm2-135m", device=CUDA, dtype="bfloat16")
     text = "A sink is where attention goes when it has nowhere better to go."
     diff = (sink_scores(smollm2, text)["alpha"] - sink_scores(bf16, text)["alpha"]).abs()
@@ -97,7 +107,7 @@ def test_path_patch_and_circuit_on_cuda(family_dir):
     from interp.circuits.runner import CircuitRunner
     from interp.circuits.tasks import induction_task
 
-    cpu = interp.load_model(family_dir("llama"))
+    cpu = interp.load_model(family_dir("llama"), device="cpu")
     gpu = interp.load_model(family_dir("llama"), device=CUDA)
     dfs = []
     for model in (cpu, gpu):
