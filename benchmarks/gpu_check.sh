@@ -10,7 +10,7 @@
 #
 # Needs a CUDA torch and the smollm2-135m weights in the interp cache ($INTERP_CACHE, default
 # ~/.cache/interp; filled once with network by `interp.load_model("smollm2-135m")`). Optional:
-# `pip install -e '.[gpu]'` (flash-linear-attention) for the fla kernels and the fla row.
+# `pip install -e '.[gpu]'` (fla-core, ops only) for the fla kernels and the fla row.
 # Every stage runs under `timeout` (limits + kill grace + preflight: 475 s) and prints a time
 # stamp; a failed stage is reported and the next one still runs; the exit status is non-zero
 # if any stage failed (2: no CUDA device at all).

@@ -17,7 +17,7 @@ implementation's fast ``forward`` asks one question before its CPU code:
   GQA goes through ``enable_gqa=True``; the scale is the implementation's; the output has
   ``q.dtype`` (flex accumulates in float32).
 - ``linear`` (chunked form, causal): :func:`use_fla` -- a CUDA float32 feature tensor, the
-  ``fla`` package (``pip install interp[gpu]``: flash-linear-attention), a feature dim <= 256
+  ``fla`` package (``pip install interp[gpu]``: fla-core, ops only), a feature dim <= 256
   (what fla's own tests cover) and at least as many tokens as heads (fla 0.3/0.4 reject
   ``seq < heads`` as a probable layout mistake). Then :func:`fla_chunked` replaces the torch
   ``_chunked`` form: fla's ``chunk_linear_attn(normalize=False, scale=1)`` on the
@@ -106,7 +106,7 @@ def _fla_import() -> tuple[Callable | None, str | None]:
 
 
 def fla_linear_attn() -> Callable | None:
-    """fla's ``chunk_linear_attn`` (package flash-linear-attention), or None if it cannot be
+    """fla's ``chunk_linear_attn`` (package fla-core), or None if it cannot be
     imported (:func:`fla_unavailable_reason` says why)."""
     return _fla_import()[0]
 

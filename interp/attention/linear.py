@@ -31,7 +31,7 @@ All forms take ``state=`` (a :class:`LinearState` from an earlier call) and
 ``return_state=True`` returns ``(out, state)``: a sequence split in two and resumed gives the same
 output as one call. Positions continue from ``state.pos`` (cosFormer needs them).
 
-On CUDA with the optional ``fla`` package (``interp[gpu]``: flash-linear-attention) the causal
+On CUDA with the optional ``fla`` package (``interp[gpu]``: fla-core) the causal
 chunked form runs fla's ``chunk_linear_attn`` kernel on the same features and ``v'``
 (:mod:`interp.attention.gpu`); without it, the torch chunked form in one pass.
 

@@ -201,7 +201,7 @@ def test_flex_is_taken_for_every_sparse_name(calls):
 
 def test_fla_is_taken_when_installed(calls):
     if gpu.fla_linear_attn() is None:
-        pytest.skip("fla (flash-linear-attention) is not installed: pip install 'interp[gpu]'")
+        pytest.skip("fla (fla-core) is not installed: pip install 'interp[gpu]'")
     q, k, v = (t.to(CUDA) for t in make_qkv(**dict(MQA, seq=129)))
     with torch.no_grad():
         attention.get("linear", **BASE_OPTIONS["linear"])(q, k, v, causal=True)
