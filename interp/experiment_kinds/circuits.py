@@ -298,14 +298,15 @@ def _compare_methods(cfg: CircuitsConfig, ctx: RunContext, model, task, referenc
         flat = r.order()[:5].tolist()
         tops.append(", ".join(f"{snd[i // n_rcv]} -> {rcv[i % n_rcv]}" for i in flat))
     summary["top_edges"] = tops
+    # wall times go into the summary text only: the tables stay byte-identical between runs
+    # (a sharded run's tables equal a one-process run's)
+    seconds = summary.pop("seconds")
     ctx.add_table("method_comparison", summary,
-                  "one row per edge-ranking method: seconds = its time, auc = ROC AUC of its "
-                  "ranking against the known circuit (trained toy only), n_faithful = the "
-                  "fewest top-ranked edges whose circuit recovers 80% of clean - corrupted "
+                  "one row per edge-ranking method (its time is in the summary): auc = ROC AUC "
+                  "of its ranking against the known circuit (trained toy only), n_faithful = "
+                  "the fewest top-ranked edges whose circuit recovers 80% of clean - corrupted "
                   "(real forwards, exact to one edge), n_edges = edges in the graph, "
-                  "top_edges = its five strongest edges",
-                  legend={"seconds": "the method's wall time in seconds (scoring every edge; "
-                                     "the curve forwards not included)"})
+                  "top_edges = its five strongest edges")
     ctx.add_table("faithfulness_curves", curves,
                   "each method's circuit of its top n_edges edges, run for real (everything "
                   "else at its ablated value): normalised 0 = corrupted, 1 = clean")
@@ -329,11 +330,11 @@ def _compare_methods(cfg: CircuitsConfig, ctx: RunContext, model, task, referenc
                       "overlap of the top-k edges of each pair of methods: "
                       "|top-k(a) & top-k(b)| / k")
     lines = []
-    for r in summary.itertuples():
+    for r, sec in zip(summary.itertuples(), seconds):
         n = "never" if pd.isna(r.n_faithful) else f"{int(r.n_faithful)} edges"
         auc = "" if pd.isna(r.auc) else f", ROC AUC {r.auc:.3f} vs the known circuit"
         lines.append(f"- {r.method}: 80% of the metric at {n} of {r.n_edges} "
-                     f"({r.seconds:.1f} s{auc}); top edges {r.top_edges}")
+                     f"({sec:.1f} s to rank every edge{auc}); top edges {r.top_edges}")
     return lines
 
 
