@@ -9,6 +9,7 @@ Public entry points (imported lazily so ``import interp`` stays fast):
   q/k norm, rotary), as every swap and hand-recomputing probe reads it.
 - :mod:`interp.attention` -- registry of attention implementations.
 - :func:`interp.swap_attention` -- put an implementation into a hooked model.
+- :func:`interp.generate` -- batched greedy generation with a KV cache, hooks firing per step.
 - :mod:`interp.probes` -- induction, sink, retrieval, distraction, locality probes.
 
 Laziness (PEP 562): ``import interp`` imports neither torch nor any submodule. A name of
@@ -32,6 +33,7 @@ _LAZY = {
     "swap_attention": ("interp.swap", "swap_attention"),
     "wrap": ("interp.models.loading", "wrap"),
     "describe_layers": ("interp.families", "describe_layers"),
+    "generate": ("interp.decoding", "generate"),
 }
 
 

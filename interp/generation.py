@@ -7,9 +7,11 @@ produce garbage too: checked on smollm2-135m). So there are two honest paths:
 
 Architecture
 ------------
-- **Bridge** (anything with a ``hook_dict``, i.e. a TransformerLens bridge): a loop of full
-  forwards, ``logits = model(ids)`` ``[1, seq, vocab]``, argmax of the last row, append,
-  repeat. O(n^2) but obviously correct, and every hook fires on every step.
+- **Bridge** (anything with a ``hook_dict``, i.e. a TransformerLens bridge):
+  :func:`interp.decoding.generate`, the bridge's own forward with a KV cache inside its
+  attention layers (one forward per new token, every hook firing for that token). Where
+  layers are swapped to another attention implementation, a loop of full forwards
+  (``model(ids)`` ``[1, seq, vocab]``, argmax of the last row, append, repeat; O(n^2)).
 - **Plain HF causal LM** (e.g. from :func:`interp.models.registry.load_hf`): its own forward
   with its own cache (``use_cache=True``, feeding one token per step with
   ``past_key_values``). Much faster; hooks of a bridge do not fire (it is another module).
@@ -143,6 +145,11 @@ def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=dev)     # [1, seq]
     new: list[int] = []
     if _is_bridge(model):
+        if not model.__dict__.get("_interp_swapped_layers"):
+            from interp.decoding import generate
+
+            out = generate(model, [list(prompt_ids)], max_new_tokens, stop_ids=sorted(stops))
+            return out.new_ids[0], out.stopped[0]
         for _ in range(max_new_tokens):
             logits = model(ids)                                              # [1, seq, vocab]
             nxt = int(logits[0, -1].argmax())

@@ -63,9 +63,18 @@ def _resolve_layers(model, layers: int | Sequence[int] | None) -> list[int]:
     return sorted(out)
 
 
-def _impls_per_layer(impl: AttentionImpl | str, specs, options: dict) -> list[AttentionImpl]:
+def _impls_per_layer(impl: AttentionImpl | str | Sequence[AttentionImpl], specs,
+                     options: dict) -> list[AttentionImpl]:
     """One implementation per chosen layer. A registry name is built once per distinct
-    (scale, head size) with the layer's own scale and head size unless ``options`` set them."""
+    (scale, head size) with the layer's own scale and head size unless ``options`` set them;
+    a list gives one implementation per chosen layer, in order."""
+    if isinstance(impl, (list, tuple)):
+        if options:
+            raise InputError("options are only accepted with an implementation name")
+        if len(impl) != len(specs) or not all(isinstance(i, AttentionImpl) for i in impl):
+            raise InputError(f"a list of implementations needs one AttentionImpl per chosen "
+                             f"layer ({len(specs)}), got {len(impl)} items")
+        return list(impl)
     if not isinstance(impl, str):
         if options:
             raise InputError("options are only accepted with an implementation name")
@@ -86,7 +95,7 @@ def _impls_per_layer(impl: AttentionImpl | str, specs, options: dict) -> list[At
 
 
 @contextmanager
-def swap_attention(model, impl: AttentionImpl | str, layers: int | Sequence[int] | None = None,
+def swap_attention(model, impl: AttentionImpl | str | Sequence[AttentionImpl], layers: int | Sequence[int] | None = None,
                    *, ignore: Sequence[str] = (), **options: Any) -> Iterator[AttentionImpl]:
     """Make ``layers`` of ``model`` use attention implementation ``impl`` inside the block.
 
@@ -94,7 +103,9 @@ def swap_attention(model, impl: AttentionImpl | str, layers: int | Sequence[int]
         model: a hooked model from :func:`interp.load_model` / :func:`interp.wrap`.
         impl: an :class:`~interp.attention.AttentionImpl`, or a registry name built with
             ``options`` (e.g. ``"linear", feature_map="elu", form="chunked"``); a name gets
-            each layer's own score scale and head size unless ``options`` set them.
+            each layer's own score scale and head size unless ``options`` set them; or a
+            list with one implementation per chosen layer (e.g. :mod:`interp.decoding`'s
+            per-layer KV-cache attention).
         layers: layer index, list of indices, or None for all layers.
         ignore: layer features to drop knowingly where ``impl`` cannot apply them:
             ``"sliding_window"``, ``"softcap"`` (default: refuse such layers).

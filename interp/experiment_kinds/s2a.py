@@ -31,8 +31,9 @@ class S2AConfig(DeviceConfig):
         quick_limit: questions used with ``--quick``.
         answer_tokens: max new tokens of an answer.
         rewrite_tokens: max new tokens of an S2A rewrite.
-        generate_with: ``"hf"`` (plain HF copy with its own KV cache, fast) or ``"bridge"``
-            (full forwards through the hooked model); both give HF ``generate``'s tokens.
+        generate_with: ``"hf"`` (a second, plain HF copy with its own KV cache) or
+            ``"bridge"`` (the hooked model itself with :func:`interp.generate`'s KV cache: no
+            second copy in memory, hooks fire); both give HF ``generate``'s tokens.
         threads: torch CPU threads (0 = leave torch's default).
         device, dtype: where both models run and their dtype (:class:`DeviceConfig`).
     """

@@ -144,6 +144,9 @@ def attend(attn, impl: AttentionImpl, spec: LayerAttention, q, k, v, ignore: tup
     the pattern) only when something listens to it."""
     window = None if "sliding_window" in ignore else spec.sliding_window
     softcap = None if "softcap" in ignore else spec.softcap
+    cached = getattr(impl, "attend_cached", None)
+    if cached is not None:                                # interp.decoding: keys from a KV cache
+        return cached(attn, spec, q, k, v, window, softcap)
     listen = has_listeners(attn.hook_pattern)
     n = q.shape[2]
     if window is not None and window >= n:

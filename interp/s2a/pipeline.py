@@ -18,8 +18,9 @@ with the tokenizer's offsets. For the rewrite, :func:`match_segments` finds the 
 segments in the rewritten text (difflib matching blocks of at least ``min_match`` characters;
 the longest block claims a character first) and reports the share of each label's text that
 survives. Generation is greedy (:func:`interp.generation.greedy_generate`), by default with a
-plain HF copy of the model and its own KV cache (tested equal to HF ``generate``; the bridge's
-full-forward loop gives the same tokens, only slower). Attention is always measured on the
+plain HF copy of the model and its own KV cache (tested equal to HF ``generate``), or with
+``generate_with="bridge"`` on the hooked bridge itself through :func:`interp.generate`'s KV
+cache (the same tokens, no second copy of the weights). Attention is always measured on the
 hooked bridge at the last prompt token, where the first answer token is produced.
 
 Each question is independent work (:func:`s2a_example`: rewrite, three answers, attention on
