@@ -149,7 +149,8 @@ class BatchGeneration:
     Attributes:
         prompt_ids: each prompt's token ids (no padding).
         new_ids: generated ids, ending with the stop token when one ended the row.
-        texts: generated text without the stop token.
+        texts: generated text without the stop token (None for a model without a tokenizer,
+            e.g. the toy, prompted with token ids).
         stopped: whether a stop token ended the row (False: ``max_new_tokens`` reached).
         steps: with ``cache_hooks``: one ``{hook name: activation}`` per forward; step 0 is
             the prefill (``[batch, P, ...]`` over the left-padded prompts), step t >= 1 the
@@ -164,7 +165,7 @@ class BatchGeneration:
 
     prompt_ids: list[list[int]]
     new_ids: list[list[int]]
-    texts: list[str]
+    texts: list[str] | None
     stopped: list[bool]
     steps: list[dict[str, Tensor]] | None = None
     padding: list[int] = field(default_factory=list)
@@ -178,6 +179,9 @@ def _prompt_ids(tok, prompts, chat: bool) -> list[list[int]]:
         prompts = [prompts]
     out = []
     for p in prompts:
+        if isinstance(p, str) and tok is None:
+            raise InputError("generate: text prompts need a tokenizer (pass tokenizer=, or "
+                             "token ids)")
         if isinstance(p, str):
             ids = chat_ids(tok, p) if chat else tok(p, add_special_tokens=False).input_ids
         else:
@@ -233,8 +237,9 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
         max_new_tokens: at most this many new tokens per prompt.
         chat: format string prompts with the tokenizer's chat template.
         stop_ids: token ids that end a row (default: EOS and ``<|im_end|>``, see
-            :func:`interp.generation.stop_token_ids`); ``()`` for none.
-        tokenizer: default ``model.tokenizer``.
+            :func:`interp.generation.stop_token_ids`; none without a tokenizer); ``()`` for
+            none.
+        tokenizer: default ``model.tokenizer`` (a model without one takes token ids).
         cache_hooks: hook names whose activations are returned per step (``steps``).
         use_cache: False runs a full forward per token and prompt (works with swapped
             layers; O(n^2)); ``cache_hooks`` then needs a single prompt.
@@ -253,9 +258,9 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
 
     _check(model, max_new_tokens, use_cache)
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise InputError("generate: no tokenizer; pass tokenizer=")
     rows = _prompt_ids(tok, prompts, chat)
+    if tok is None and stop_ids is None:
+        stop_ids = ()                       # a model without a tokenizer (the toy) has no EOS
     stops = set(int(s) for s in (stop_token_ids(tok) if stop_ids is None else stop_ids))
     n_ctx = getattr(model.cfg, "n_ctx", None)
     longest = max(len(r) for r in rows) + max_new_tokens
@@ -282,7 +287,8 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
             new = [_full_loop(model, r, max_new_tokens, stops, steps, bool(cache_hooks))
                    for r in rows]
     stopped = [bool(n) and n[-1] in stops for n in new]
-    texts = [tok.decode(n[:-1] if s else n) for n, s in zip(new, stopped)]
+    texts = (None if tok is None else
+             [tok.decode(n[:-1] if s else n) for n, s in zip(new, stopped)])
     longest_prompt = max(len(r) for r in rows)
     return BatchGeneration(rows, new, texts, stopped, steps if cache_hooks else None,
                            [longest_prompt - len(r) for r in rows],
@@ -290,7 +296,9 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
 
 
 def _pad_id(tok, stops: set[int]) -> int:
-    for cand in (tok.pad_token_id, tok.eos_token_id, *sorted(stops)):
+    """The id fed on padding and after a row's stop (masked out, so any valid id works)."""
+    known = (tok.pad_token_id, tok.eos_token_id) if tok is not None else ()
+    for cand in (*known, *sorted(stops)):
         if cand is not None:
             return int(cand)
     return 0

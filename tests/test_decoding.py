@@ -224,3 +224,19 @@ def test_full_forward_loop_equals_cached_and_runs_swapped(family_dir):
     with interp.swap_attention(bridge, "softmax"):
         assert generate(bridge, rows[:1], NEW, stop_ids=(), use_cache=False).new_ids == \
             cached[:1]
+
+
+def test_toy_without_tokenizer_equals_full_forwards(toy_model):
+    """The native toy (no tokenizer, no HF reference): token-id prompts of mixed lengths; each
+    step's logits equal a full forward of that row alone over its tokens so far."""
+    rows = [[1, 5, 6, 7, 8, 5, 6], [1, 9, 10, 9], [1, 3]]
+    out = generate(toy_model, rows, 5, scores=True)
+    assert out.texts is None and out.stopped == [False] * 3
+    with torch.no_grad():
+        for i, (prompt, new) in enumerate(zip(rows, out.new_ids)):
+            full = toy_model(torch.tensor([prompt + new[:-1]]))[0]     # [n, vocab]
+            want = full[len(prompt) - 1:]                             # the 5 decision rows
+            assert (out.scores[i] - want).abs().max() < 1e-5 * want.abs().max()
+            assert new == want.argmax(-1).tolist()
+    with pytest.raises(InputError, match="tokenizer"):
+        generate(toy_model, "text needs a tokenizer", 2)
