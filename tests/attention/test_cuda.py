@@ -8,7 +8,7 @@ form through fla when installed (:mod:`interp.attention.gpu`); these tests check
 gradients (float32, and bfloat16 with looser tolerances) against the float64 CPU reference of
 the same inputs, causal and bidirectional, GQA / MQA, lengths that are not multiples of the
 128-token flex tiles or of the implementations' own blocks, and that the fast paths are really
-taken. Each new (shape, dtype, options) compiles a flex kernel (seconds each), so the matrix
+taken. Every test computes its reference on the CPU itself; none compares CUDA with CUDA. Each new (shape, dtype, options) compiles a flex kernel (seconds each), so the matrix
 is kept small: about 18 flex compiles in all.
 """
 from __future__ import annotations
@@ -192,20 +192,86 @@ def test_torch_path_where_flex_cannot(name, calls):
 
 
 def test_flex_is_taken_for_every_sparse_name(calls):
-    q, k, v = (t.to(CUDA) for t in make_qkv(**dict(MQA, seq=129)))
+    """Each sparse name goes through flex on CUDA, and its output equals the float64 CPU
+    naive reference of the same inputs."""
+    q, k, v = make_qkv(**dict(MQA, seq=129))
+    qc, kc, vc = (t.to(CUDA) for t in (q, k, v))
     with torch.no_grad():
         for i, name in enumerate(FLEX_NAMES, start=1):
-            attention.get(name, **BASE_OPTIONS[name])(q, k, v)
+            impl = attention.get(name, **BASE_OPTIONS[name])
+            out = impl(qc, kc, vc)
             assert calls["flex"] == i, name
+            ref = impl.naive(q.double(), k.double(), v.double())
+            assert rel_err(out.cpu(), ref) < 1e-4, name
+
+
+def _need_fla():
+    if gpu.fla_linear_attn() is None:
+        pytest.skip(f"fla (fla-core) cannot be used: {gpu.fla_unavailable_reason()}; "
+                    "pip install 'interp[gpu]'")
 
 
 def test_fla_is_taken_when_installed(calls):
-    if gpu.fla_linear_attn() is None:
-        pytest.skip("fla (fla-core) is not installed: pip install 'interp[gpu]'")
-    q, k, v = (t.to(CUDA) for t in make_qkv(**dict(MQA, seq=129)))
+    """fla runs the causal chunked form only; every call equals the float64 CPU naive
+    reference (d_head 64: v' = [v, 1] is 65 wide, padded for the kernel)."""
+    _need_fla()
+    q, k, v = make_qkv(**dict(MQA, seq=129))
+    qc, kc, vc = (t.to(CUDA) for t in (q, k, v))
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    cases = [(attention.get("linear", **BASE_OPTIONS["linear"]), True, 1),
+             (attention.get("linear", **BASE_OPTIONS["linear"]), False, 1),   # not causal: torch
+             (attention.get("linear", feature_map="taylor", d_head=D), True, 1)]  # f > 256: torch
     with torch.no_grad():
-        attention.get("linear", **BASE_OPTIONS["linear"])(q, k, v, causal=True)
-        assert calls["fla"] == 1
-        attention.get("linear", **BASE_OPTIONS["linear"])(q, k, v, causal=False)
-        attention.get("linear", feature_map="taylor", d_head=D)(q, k, v, causal=True)  # f > 256
-        assert calls["fla"] == 1
+        for impl, causal, fla_calls in cases:
+            out = impl.to(CUDA)(qc, kc, vc, causal=causal)
+            assert calls["fla"] == fla_calls, (impl.describe(), causal)
+            ref = copy.deepcopy(impl).cpu().double().naive(q64, k64, v64, causal=causal)
+            assert rel_err(out.cpu(), ref) < 5e-3, (impl.describe(), causal)  # fla: TF32 dots
+
+
+def _linear_reference(fq, fk, v1, s0):
+    """The causal chunked contract of ``fla_chunked`` written out (float64, CPU): numerator
+    ``phi(q_i) (s0 + sum_{j<=i} phi(k_j) v'_j^T)`` for every query head of a group, and the
+    final state."""
+    states = s0[:, :, None] + (fk[..., :, None] * v1[..., None, :]).cumsum(dim=2)
+    return torch.einsum("bhgnf,bhnfe->bhgne", fq, states), states[:, :, -1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_fla_padded_width_equals_unpadded_reference(dtype, monkeypatch):
+    """``fla_chunked`` with a value width of 65 (``d + 1`` for d_head 64, odd): the kernel
+    sees 80 columns, and the output, the carried state and the gradients -- in bfloat16 too,
+    where fla 0.6's backward refuses odd widths -- equal the unpadded float64 CPU reference."""
+    _need_fla()
+    kernel, widths = gpu.fla_linear_attn(), []
+
+    def recording(q, k, v, **kwargs):
+        widths.append(v.shape[-1])
+        return kernel(q, k, v, **kwargs)
+
+    monkeypatch.setattr(gpu, "fla_linear_attn", lambda: recording)
+    b, hk, g, n, f, e = 1, 2, 2, 200, 32, 65
+    gen = torch.Generator().manual_seed(0)
+    leaves = [0.2 * torch.rand(b, hk, g, n, f, generator=gen),     # positive, like phi(q)
+              0.2 * torch.rand(b, hk, n, f, generator=gen),
+              torch.randn(b, hk, n, e, generator=gen),
+              0.1 * torch.randn(b, hk, f, e, generator=gen)]       # carried state s0
+    w_num = torch.randn(b, hk, g, n, e, generator=gen)
+    w_state = torch.randn(b, hk, f, e, generator=gen)
+    ref_in = [t.double().requires_grad_() for t in leaves]
+    num_ref, s_ref = _linear_reference(*ref_in)
+    ref_grads = torch.autograd.grad((num_ref * w_num.double()).sum()
+                                    + (s_ref * w_state.double()).sum(), ref_in)
+
+    cuda_in = [t.to(CUDA, dtype).requires_grad_() for t in leaves]
+    num, s_new = gpu.fla_chunked(*cuda_in, causal=True, chunk_size=64)
+    assert widths == [80]
+    assert num.shape == num_ref.shape and s_new.shape == s_ref.shape
+    grads = torch.autograd.grad((num.float() * w_num.to(CUDA)).sum()
+                                + (s_new.float() * w_state.to(CUDA)).sum(), cuda_in)
+    tol = 5e-3 if dtype == torch.float32 else 3e-2
+    assert rel_err(num.cpu(), num_ref) < tol
+    assert rel_err(s_new.cpu(), s_ref) < tol
+    for name, got, want in zip(["q", "k", "v", "s0"], grads, ref_grads):
+        assert torch.isfinite(got).all(), name
+        assert rel_err(got.cpu(), want) < 2 * tol, name
