@@ -1,74 +1,137 @@
 #!/usr/bin/env bash
-# One GPU check for issue #15, at most 8 minutes on one GPU (sized for an H200):
-#   1. the cuda-marked tests (GPU fast paths == naive references, models/probes on CUDA)
-#   2. the attention benchmark on CUDA: every implementation vs SDPA (and vs fla when
-#      installed) at 4k, 16k and 64k tokens, ms and peak memory
-#   3. smollm2-135m probe throughput: induction + sink over all 270 heads, tokens/s
-#   4. smollm2-135m swap memory at 32k tokens: dense vs linear swapped into every layer
+# The GPU check (issue #26): at most 8 minutes on a bare GPU machine (one H100/H200, its own
+# python3 with a CUDA torch and transformers, no network), output to a folder.
 #
-#   bash benchmarks/gpu_check.sh            (from anywhere; PYTHON=... to pick the interpreter)
+#   bash benchmarks/gpu_check.sh [--out DIR] [--no-wheels]     (from anywhere)
 #
-# Needs a CUDA torch and the smollm2-135m weights in the interp cache ($INTERP_CACHE, default
-# ~/.cache/interp; filled once with network by `interp.load_model("smollm2-135m")`). Optional:
-# `pip install -e '.[gpu]'` (fla-core, ops only) for the fla kernels and the fla row.
-# Every stage runs under `timeout` (limits + kill grace + preflight: 475 s) and prints a time
-# stamp; a failed stage is reported and the next one still runs; the exit status is non-zero
-# if any stage failed (2: no CUDA device at all).
-set -euo pipefail
+#   --out DIR     where the logs and tables go (default gpu_check_out/ in the repository,
+#                 git-ignored; on the lent machine pass $OUT so they come back)
+#   --no-wheels   use this Python's own packages, install nothing
+#   PYTHON=...    the interpreter (default python3: on the GPU machine, the one with torch)
+#
+# Set-up: the packages that machine lacks (transformer-lens, plotly, circuitsvis, fla-core,
+# pandas, pytest, ...) travel as wheels in the git-ignored .gpu-wheels/, built here by
+# `bash benchmarks/gpu_wheels.sh` (~32 MiB; name .gpu-wheels in the device call's carry). This
+# script installs them offline (`pip install --no-index --no-deps --target` a temporary folder)
+# and puts that folder and the repository on PYTHONPATH: nothing is installed into the
+# machine's Python, and interp itself runs from the working tree. Models: only what can be
+# built there -- a random toy and tiny random checkpoints of each family, saved with
+# save_pretrained at run time; random tensors for the kernels. The SmolLM2 weights cannot
+# travel: the tests that need them skip, naming the missing cache.
+#
+# Stages, each under `timeout` (limits below + 5 s kill grace; in all at most 480 s):
+#   0. preflight: Python, torch/CUDA/device, triton, fla, transformers, transformer-lens (and
+#      where each was imported from), and why any fast path is off (flex_attention, fla)
+#   1. the cuda-marked tests (benchmarks/gpu_check_tests.py): each compares CUDA with a CPU
+#      reference computed in the same test
+#   2. the attention benchmark (benchmarks/gpu_check_attention.py): every registered
+#      implementation vs SDPA and vs fla, 4k/16k/64k tokens, bf16 and fp32, time and peak memory
+#   3. probe and patching throughput on the toy and tiny families, CUDA vs CPU, results
+#      compared (benchmarks/gpu_check_throughput.py)
+# Without CUDA every stage still runs up to its line "gpu_check stage N (...): no CUDA,
+# skipped: ..." (imports, collection, a CPU smoke run), so a missing package shows here too.
+#
+# Output in DIR: gpu_check.log (everything printed), one log per stage (0_preflight.log ...),
+# cuda_tests.xml (junit), attention.csv, throughput.csv.
+# Exit status: 0 every stage ran on CUDA and passed; 2 no CUDA, every stage reached its skip
+# line; 1 a stage failed or timed out (named in the last lines); 64 bad arguments.
+set -uo pipefail
 
-cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+OUT_DIR="gpu_check_out"
+USE_WHEELS=1
+WHEELS="${GPU_WHEELS:-.gpu-wheels}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) OUT_DIR="${2:?--out needs a folder}"; shift 2 ;;
+        --out=*) OUT_DIR="${1#--out=}"; shift ;;
+        --no-wheels) USE_WHEELS=0; shift ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 64 ;;
+    esac
+done
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
+
+# limits (seconds): install 35 + preflight 40 + tests 200 + attention 120 + throughput 60,
+# + 5 s kill grace each = 480
+L_INSTALL=35 L_PREFLIGHT=40 L_TESTS=200 L_ATTENTION=120 L_THROUGHPUT=60
+
 export PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PIP_NO_INDEX=1  # nothing is fetched
+export TOKENIZERS_PARALLELISM=false
 START=$SECONDS
-FAILED=()
+FAILED=() SKIPPED=() PASSED=()
 
 stamp() { printf '\n=== [%s, +%ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - START))" "$*"; }
 
-# stage NAME SECONDS CMD...: run CMD under timeout; record a failure without stopping
+# stage N NAME LIMIT CMD...: CMD under timeout, its output also in DIR/N_<name>.log; exit 3 is
+# the stage's "no CUDA" skip, 124/137 a timeout, anything else but 0 a failure
 stage() {
-    local name=$1 limit=$2
-    shift 2
-    stamp "$name (limit ${limit}s): $*"
-    local rc=0
-    timeout -k 5 "$limit" "$@" || rc=$?
-    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        echo "!!! $name: timed out after ${limit}s"
-        FAILED+=("$name (timeout)")
-    elif [ "$rc" -ne 0 ]; then
-        echo "!!! $name: failed with exit status $rc"
-        FAILED+=("$name (exit $rc)")
-    fi
-    stamp "$name done"
+    local num=$1 name=$2 limit=$3
+    shift 3
+    stamp "stage $num: $name (limit ${limit}s): $*"
+    timeout -k 5 "$limit" "$@" 2>&1 | tee "$OUT_DIR/${num}_${name// /_}.log"
+    local rc=${PIPESTATUS[0]}
+    case "$rc" in
+        0) PASSED+=("$num $name") ;;
+        3) SKIPPED+=("$num $name") ;;
+        124|137) echo "!!! stage $num ($name): timed out after ${limit}s"
+                 FAILED+=("$num $name (timeout ${limit}s)") ;;
+        *) echo "!!! stage $num ($name): failed with exit status $rc"
+           FAILED+=("$num $name (exit $rc)") ;;
+    esac
+    stamp "stage $num: $name done (exit $rc)"
 }
 
-stamp "preflight"
-if ! timeout 20 "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    about=$(timeout 20 "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA build:", torch.version.cuda)' 2>&1 | tail -1 || true)
-    echo "gpu_check: torch sees no CUDA device ($about); nothing to check" >&2
+stamp "gpu_check in $ROOT, output in $OUT_DIR, python: $(command -v "$PY" || echo "$PY")"
+SITE=""
+if [ "$USE_WHEELS" = 1 ]; then
+    shopt -s nullglob
+    wheels=("$WHEELS"/*.whl)
+    shopt -u nullglob
+    if [ "${#wheels[@]}" -eq 0 ]; then
+        echo "gpu_check: no wheels in $WHEELS/ (build them with bash benchmarks/gpu_wheels.sh" \
+            "and carry $WHEELS); using this Python's own packages"
+    else
+        SITE="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_site.XXXXXX")"
+        trap 'rm -rf "$SITE"' EXIT
+        stamp "installing ${#wheels[@]} wheels from $WHEELS/ into $SITE (offline, --target)"
+        rc=0
+        PIP_CONFIG_FILE=/dev/null timeout -k 5 "$L_INSTALL" "$PY" -m pip install --quiet \
+            --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+            --target "$SITE" "${wheels[@]}" || rc=$?
+        if [ "$rc" -ne 0 ]; then
+            echo "!!! wheel install failed (exit $rc); the stages run with this Python's packages"
+            FAILED+=("wheel install (exit $rc)")
+        else
+            echo "installed: $(ls "$SITE" | grep -c '\.dist-info$') distributions"
+        fi
+    fi
+fi
+export PYTHONPATH="$ROOT${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
+
+stage 0 preflight "$L_PREFLIGHT" "$PY" benchmarks/gpu_check_preflight.py
+stage 1 "cuda tests" "$L_TESTS" "$PY" benchmarks/gpu_check_tests.py --out "$OUT_DIR"
+stage 2 attention "$L_ATTENTION" "$PY" benchmarks/gpu_check_attention.py --out "$OUT_DIR"
+stage 3 throughput "$L_THROUGHPUT" "$PY" benchmarks/gpu_check_throughput.py --out "$OUT_DIR"
+
+stamp "total $((SECONDS - START)) s"
+[ "${#PASSED[@]}" -gt 0 ] && printf 'gpu_check: passed: %s\n' "$(IFS=';'; echo "${PASSED[*]}")"
+[ "${#SKIPPED[@]}" -gt 0 ] && printf 'gpu_check: skipped (no CUDA): %s\n' "$(IFS=';'; echo "${SKIPPED[*]}")"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    printf 'gpu_check: FAILED: %s\n' "$(IFS=';'; echo "${FAILED[*]}")"
+    exit 1
+fi
+if [ "${#PASSED[@]}" -eq 0 ]; then
+    echo "gpu_check: no CUDA device: every stage stopped at its skip line (exit 2)"
     exit 2
 fi
-timeout 20 "$PY" - <<'PYEOF' || echo "!!! preflight: could not report the GPU paths (does interp import?)"
-import torch
-from interp.attention import gpu
-print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), {torch.cuda.get_device_name()}, "
-      f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
-print(f"flex_attention: {'yes' if gpu.flex_module() else 'NO (sparse impls use the torch path)'}; "
-      f"fla: {'yes' if gpu.fla_linear_attn() else 'no (linear uses the torch chunked form): ' + str(gpu.fla_unavailable_reason())}")
-PYEOF
-
-# limits: 185 + 135 + 45 + 50 s, + 5 s kill grace each, + 40 s preflight = 475 s
-stage "cuda tests" 185 "$PY" -m pytest -q -m cuda -rs --device cuda -p no:cacheprovider \
-    --durations=15 tests
-stage "attention benchmark" 135 "$PY" benchmarks/attention.py --device cuda --dtype bfloat16 \
-    --lengths 4096 16384 65536 --repeats 5
-stage "smollm2 probe throughput" 45 "$PY" benchmarks/probe_throughput.py --device cuda \
-    --batch 16 --seg-len 256 --repeats 3
-stage "swap memory at 32k" 50 "$PY" benchmarks/swap_memory.py --device cuda --seq 32768 \
-    --impl linear
-
-stamp "total"
-if [ "${#FAILED[@]}" -gt 0 ]; then
-    printf 'gpu_check: FAILED stages: %s\n' "${FAILED[*]}"
+if [ "${#SKIPPED[@]}" -gt 0 ]; then
+    echo "gpu_check: some stages saw no CUDA while others did"
     exit 1
 fi
 echo "gpu_check: all stages passed"

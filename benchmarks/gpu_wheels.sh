@@ -10,7 +10,8 @@
 # script downloads, with `pip download --no-deps` for CPython 3.12 on manylinux x86_64, the other
 # packages interp imports at run time, pinned to the versions of the dev venv, into DEST/*.whl.
 # DEST is carried with the working tree (64 MiB in all), so the script fails (exit 1) when the
-# wheels exceed LIMIT_MIB (default 50). On the GPU machine:
+# wheels exceed LIMIT_MIB (default 50). On the GPU machine benchmarks/gpu_check.sh installs them
+# itself; by hand:
 #
 #   python -m pip install --no-index --no-deps --target "$T" .gpu-wheels/*.whl
 #   PYTHONPATH="$T" python ...
