@@ -7,7 +7,8 @@
   retrieval) and the patching direction.
 - :mod:`~interp.circuits.standard_tasks` -- the literature's tasks: IOI (Wang et al. 2022) and
   greater-than (Hanna et al. 2023), word lists filtered per tokenizer; a check that the model
-  does the task (``require_task_works``).
+  does the task (``require_task_works``); :mod:`~interp.circuits.docstring` -- the docstring
+  task (Heimersheim & Janiak 2023).
 - :mod:`~interp.circuits.metrics` -- logit difference, log-probability and probability
   metrics; normalisation to 0 = corrupted, 1 = clean.
 - :mod:`~interp.circuits.model` -- the model plumbing every tool shares (a head's write, its
@@ -53,6 +54,7 @@ from interp.circuits.model import forward_from
 from interp.circuits.path import path_patch
 from interp.circuits.positions import COMPONENTS, patch_pattern
 from interp.circuits.runner import CircuitRunner, run_circuit
+from interp.circuits.docstring import docstring_task
 from interp.circuits.standard_tasks import (greater_than_task, ioi_task, require_task_works,
                                           task_baseline)
 from interp.circuits.tasks import PatchingTask, induction_task, kv_retrieval_task
@@ -62,7 +64,8 @@ __all__ = [
     "input_attribution", "patch_pattern",
     "Circuit", "CircuitRunner", "HeadGraph", "PatchingTask", "ablate_heads", "acdc",
     "attribution_cache", "baseline", "circuit_figure", "composition_scores", "eap_circuit",
-    "edge_attribution", "first_half_loss", "greater_than_task", "head_ablation_effects",
+    "docstring_task", "edge_attribution", "first_half_loss", "greater_than_task",
+    "head_ablation_effects",
     "head_circuit", "ioi_task", "require_task_works", "task_baseline",
     "induction_task", "kv_retrieval_task", "logit_diff_metric", "logprob_metric",
     "node_attribution", "node_mask", "normalise",

@@ -27,7 +27,7 @@ from interp.experiments import RunContext, experiment
 
 #: the tasks a circuits run takes (:mod:`interp.circuits.tasks`,
 #: :mod:`interp.circuits.standard_tasks`)
-TASKS = ("induction", "kv_retrieval", "ioi", "greater_than")
+TASKS = ("induction", "kv_retrieval", "ioi", "greater_than", "docstring")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class CircuitsConfig(DeviceConfig):
         model: registered model name, ``toy:<name>``, or ``circuit-toy`` (trains
             :func:`interp.recipes.toy_induction.circuit_toy` once and caches it; retrained
             when the cached checkpoint's recipe is not the default one).
-        task: ``induction``, ``kv_retrieval``, ``ioi`` (Wang et al. 2022) or ``greater_than``
-            (Hanna et al. 2023); a run refuses a model that does not do the task (clean
+        task: ``induction``, ``kv_retrieval``, ``ioi`` (Wang et al. 2022), ``greater_than``
+            (Hanna et al. 2023) or ``docstring`` (Heimersheim & Janiak 2023); a run refuses a model that does not do the task (clean
             metric not above corrupted).
         batch, seg_len, n_pairs, seed: task size.
         n_shots, corrupt: kv_retrieval only -- answered lookups before the query (-1: the
@@ -135,6 +135,7 @@ def _load_model(cfg: CircuitsConfig, ctx: RunContext):
 
 def _task_maker(cfg: CircuitsConfig, model):
     """``make(batch, seed) -> PatchingTask`` for ``cfg.task``."""
+    from interp.circuits.docstring import docstring_task
     from interp.circuits.standard_tasks import greater_than_task, ioi_task
     from interp.circuits.tasks import induction_task, kv_retrieval_task
 
@@ -149,6 +150,8 @@ def _task_maker(cfg: CircuitsConfig, model):
             return ioi_task(model, n=b, seed=seed)
         if cfg.task == "greater_than":
             return greater_than_task(model, n=b, seed=seed)
+        if cfg.task == "docstring":
+            return docstring_task(model, n=b, seed=seed)
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
 
     return make
