@@ -42,10 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from interp.attention import repeat_kv
-from interp.attention.base import compute_dtype, safe_softmax
 from interp.attention.softmax import SoftmaxAttention
 from interp.errors import InputError
+from interp.families.attend import dense_attend
 from interp.families.tl import has_listeners
 
 
@@ -129,17 +128,7 @@ class CachedSoftmax(SoftmaxAttention):
             return F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=allowed, scale=scale,
                 enable_gqa=q.shape[1] != keys.shape[1]), None
-        ct = compute_dtype(q.dtype)
-        kk = repeat_kv(keys, q.shape[1] // keys.shape[1]).to(ct)
-        vv = repeat_kv(values, q.shape[1] // values.shape[1]).to(ct)
-        scores = torch.matmul(q.to(ct), kk.transpose(-1, -2)) * scale  # [b, h, n, T]
-        if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
-        pattern = safe_softmax(scores.masked_fill(~allowed, float("-inf")))
-        if listen:
-            pattern = attn.hook_pattern(pattern.to(q.dtype)).to(ct)
-        out = torch.matmul(pattern, vv).to(q.dtype)
-        return out, (pattern.to(q.dtype) if listen else None)
+        return dense_attend(attn, q, keys, values, allowed, scale, softcap, listen)
 
 
 @dataclass

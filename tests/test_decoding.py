@@ -17,6 +17,7 @@ from interp.decoding import generate
 from interp.errors import InputError, Refused
 from interp.hooks import attach, count_hooks
 from tests.families.tiny import CAUSAL, SLIDING, WINDOW, load_reference
+from tests.test_generation_families import _tokenizer as _tok
 
 #: three prompts of different lengths (bytes + BOS: 36, 3 and 16 tokens); the longest runs
 #: past the tiny sliding window (6) before generation starts
@@ -27,15 +28,7 @@ NEW = 10
 MARGIN = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Token-by-token decoding: one CPU thread (``one_thread`` in tests/conftest.py)."""
-
-
-def _tok(folder):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
+pytestmark = pytest.mark.usefixtures("one_thread")     # token-by-token decoding: one thread
 
 
 def _rows(tok, prompts=PROMPTS) -> list[list[int]]:

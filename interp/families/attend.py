@@ -166,13 +166,21 @@ def attend(attn, impl: AttentionImpl, spec: LayerAttention, q, k, v, ignore: tup
         from interp.attention.local import local_attention
 
         return local_attention(q, k, v, window=window, causal=True, scale=scale).to(q.dtype), None
+    allowed = _allowed(impl, n, spec.causal, window, q.device)
+    return dense_attend(attn, q, k, v, allowed, scale, softcap, listen)
+
+
+def dense_attend(attn, q, k, v, allowed, scale: float, softcap: float | None, listen: bool):
+    """The dense reference every masked path shares: q ``[b, h, n, d]``, k/v ``[b, kv_h, T,
+    d]``, ``allowed`` bool broadcastable to ``[b, h, n, T]`` -> ``(out [b, h, n, d], pattern
+    [b, h, n, T] or None)``; scores scaled, tanh soft-capped where ``softcap``, masked,
+    softmaxed (fully masked rows give zeros); ``attn.hook_pattern`` fires when ``listen``."""
     ct = compute_dtype(q.dtype)
     kk = repeat_kv(k, q.shape[1] // k.shape[1]).to(ct)
     vv = repeat_kv(v, q.shape[1] // v.shape[1]).to(ct)
-    scores = torch.matmul(q.to(ct), kk.transpose(-1, -2)) * scale          # [b, h, n, n]
+    scores = torch.matmul(q.to(ct), kk.transpose(-1, -2)) * scale          # [b, h, n, T]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    allowed = _allowed(impl, n, spec.causal, window, q.device)
     pattern = safe_softmax(scores.masked_fill(~allowed, float("-inf")))
     if listen:
         pattern = attn.hook_pattern(pattern.to(q.dtype)).to(ct)
