@@ -58,7 +58,7 @@ def check_positions(positions: Sequence[int] | int | None, n: int, who: str) -> 
     return out
 
 
-def check_layers(layers: Sequence[int] | None, n_layers: int, who: str) -> list[int]:
+def check_lens_layers(layers: Sequence[int] | None, n_layers: int, who: str) -> list[int]:
     """Lens layer indices (``0`` = embeddings .. ``n_layers`` = final residual)."""
     if layers is None:
         return list(range(n_layers + 1))
@@ -87,7 +87,7 @@ def residual_stack(model, tokens, positions: Sequence[int] | int | None = None,
     """
     tokens = to_tokens(model, tokens)
     L = model.cfg.n_layers
-    layers = check_layers(layers, L, "residual_stack")
+    layers = check_lens_layers(layers, L, "residual_stack")
     pos = check_positions(positions, tokens.shape[1], "residual_stack")
     idx = torch.tensor(pos)
     names = {0: "blocks.0.hook_resid_pre"}
@@ -144,7 +144,7 @@ def top_tokens(model, tokens, k: int = 5, layers: Sequence[int] | None = None,
         raise InputError(f"top_tokens: k must be a positive int, got {k!r}")
     tokens = to_tokens(model, tokens)
     pos = check_positions(positions, tokens.shape[1], "top_tokens")
-    lay = check_layers(layers, model.cfg.n_layers, "top_tokens")
+    lay = check_lens_layers(layers, model.cfg.n_layers, "top_tokens")
     _, resid = residual_stack(model, tokens, pos, lay)
     fam, tok = family_of(model), getattr(model, "tokenizer", None)
     k = min(k, model.cfg.d_vocab)
