@@ -279,7 +279,7 @@ PRETRAINED: dict[str, PretrainedSpec] = {
             ),
             convert=_stream_gguf(QWEN05_GGUF),
             load_hf=_load_causal_lm,
-            n_params=494_032_768,
+            n_params=630_167_424,          # the GGUF stores lm_head apart: untied
             causal=True,
             has_lm_head=True,
             copy_dtypes=("float32", "bfloat16", "float16"),
@@ -297,7 +297,7 @@ PRETRAINED: dict[str, PretrainedSpec] = {
             ),
             convert=_stream_gguf(QWEN15_GGUF),
             load_hf=_load_causal_lm,
-            n_params=1_543_714_304,
+            n_params=1_777_088_000,        # lm_head untied, as in the GGUF
             causal=True,
             has_lm_head=True,
             copy_dtypes=("float32", "bfloat16", "float16"),
