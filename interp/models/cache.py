@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -481,31 +482,38 @@ def cast_copy(src: Path, out: Path, dtype: str) -> None:
     (``model*.safetensors`` read through safetensors' memory map; ``config.json`` gets the new
     dtype; every other file is copied)."""
     import torch
-    from safetensors import safe_open
 
     from interp.models.gguf_stream import safetensors_header
 
     torch_dtype = getattr(torch, dtype)
+    kinds = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
     for p in sorted(src.iterdir()):
         if not p.is_file() or p.name in (MANIFEST, STAMPS):
             continue
         if p.suffix == ".safetensors":
-            with safe_open(p, framework="pt") as f:
-                keys = list(f.keys())
-                entries = []
-                for k in keys:
-                    sl = f.get_slice(k)
-                    entries.append((k, dtype if sl.get_dtype() in ("F32", "F16", "BF16")
-                                    else None, tuple(sl.get_shape())))
-                if any(e[1] is None for e in entries):
+            # plain reads, not a memory map: a mapped file's pages would stay in RSS
+            with open(p, "rb") as fin:
+                (n,) = struct.unpack("<Q", fin.read(8))
+                header = json.loads(fin.read(n))
+                meta = header.pop("__metadata__", None)
+                if any(v["dtype"] not in kinds for v in header.values()):
                     raise CacheError(f"{p}: only float tensors can be cast to {dtype}")
-                head, _ = safetensors_header(entries, f.metadata())
-                with open(out / p.name, "wb") as fh:
-                    fh.write(head)
-                    for k in keys:
-                        t = f.get_tensor(k).to(torch_dtype).contiguous()
-                        fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-                        del t
+                order = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+                head, _ = safetensors_header(
+                    [(k, dtype, tuple(header[k]["shape"])) for k in order], meta)
+                with open(out / p.name, "wb") as fout:
+                    fout.write(head)
+                    for k in order:
+                        begin, end = header[k]["data_offsets"]
+                        if end == begin:                 # an empty tensor: no data
+                            continue
+                        fin.seek(8 + n + begin)
+                        buf = bytearray(end - begin)
+                        fin.readinto(buf)
+                        t = torch.frombuffer(buf, dtype=kinds[header[k]["dtype"]])
+                        t = t.to(torch_dtype)
+                        fout.write(memoryview(t.view(torch.uint8).numpy()))
+                        del buf, t
         elif p.name == "config.json":
             cfg = json.loads(p.read_text())
             cfg["dtype"] = dtype
