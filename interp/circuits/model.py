@@ -165,12 +165,40 @@ def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
         with torch.no_grad(), attach(model, fwd):
             model(tokens)
         return float("nan"), cache
-    with torch.enable_grad(), attach(model, fwd, [(n, saver("grad:" + n)) for n in names]):
+    live: dict[str, torch.Tensor] = {}
+
+    def keeper(key: str):
+        def fn(act, hook):
+            cache[key] = act.detach()
+            # a fresh alias node, returned so downstream reads it: its gradient is what flows
+            # through this hook point only (one tensor may pass several hook points, e.g. the
+            # q/k/v inputs, and a bridge may hand a hook a reshaped view, e.g. hook_z)
+            live[key] = act.view_as(act)
+            return live[key]
+
+        return fn
+
+    with torch.enable_grad(), attach(model, [(n, keeper(n)) for n in names]):
         logits = model(tokens)
         m = grad_metric(logits)
-        m.backward()
-    model.zero_grad(set_to_none=True)
+    cache.update(activation_grads(m, live))
     return float(m.detach()), cache
+
+
+def activation_grads(metric: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"grad:" + name: d metric / d act}`` (detached, zeros where the metric does not depend
+    on it) for the activations ``acts`` of the forward that gave the scalar ``metric``.
+
+    ``torch.autograd.grad`` with these activations as its inputs runs only the backward paths
+    that reach them: no parameter gradient is computed or stored (``metric.backward()`` would
+    fill a ``.grad`` as large as the model: 7 GB on a 1.5B model in float32)."""
+    names = [n for n, a in acts.items() if a.requires_grad]
+    grads = torch.autograd.grad(metric, [acts[n] for n in names], allow_unused=True)
+    out = {"grad:" + n: torch.zeros_like(a) for n, a in acts.items()}
+    for n, g in zip(names, grads):
+        if g is not None:
+            out["grad:" + n] = g.detach()
+    return out
 
 
 def resid_name(layer: int) -> str:
