@@ -25,9 +25,9 @@ benchmarks/scale.py for ratios). Checks:
   decoding (``use_cache=False``).
 - streaming (StreamingLM, sink 4 + window 124 over 320 tokens; the bridge is freed first, the
   HF copy loaded alone): perplexities of the modes.
-- long probe (``--long`` tokens, blockwise sink probe of layer 0 only): seconds and peak RSS
-  (the forward stops after the probed layer; memory is what a full-context probe needs per
-  layer).
+- long probe (``--long`` tokens, blockwise sink probe of layer 0 only, in a fresh process):
+  seconds and that process's peak RSS (the forward stops after the probed layer; memory is
+  what a full-context probe needs per layer, since layers run one after another).
 """
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ import torch
 
 
 def rss_gb() -> float:
+    """This process's peak RSS in GB (VmHWM: unlike ``ru_maxrss``, not carried over from the
+    parent through fork + exec)."""
+    try:
+        for row in open("/proc/self/status"):
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) / 1e6
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
@@ -50,7 +58,10 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--long", type=int, default=32768)
     p.add_argument("--skip", nargs="*", default=[], choices=["streaming", "long", "path"])
+    p.add_argument("--long-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.long_only:
+        return long_probe(args)
     torch.set_num_threads(1)
 
     import interp
@@ -178,15 +189,30 @@ def main(argv=None) -> None:
         del lm
         gc.collect()
 
-    if "long" not in args.skip:
-        model = interp.load_model(args.model, dtype=args.dtype)
-        n = min(args.long, model.cfg.n_ctx)
-        g = torch.Generator().manual_seed(0)
-        toks = torch.randint(100, 20000, (1, n), generator=g)
-        t0 = time.perf_counter()
-        long = sink_scores(model, toks, positions=[0], layers=[0], method="blockwise")
-        line(f"sink probe ({n}, L0)", t0, f"mean alpha(0) {long.alpha.mean():.3f}")
-    print(f"peak RSS {rss_gb():.2f} GB", file=sys.stderr)
+    print(f"peak RSS {rss_gb():.2f} GB", file=sys.stderr, flush=True)
+    if "long" not in args.skip:                 # its own process: its own peak RSS
+        import subprocess
+
+        subprocess.run([sys.executable, __file__, "--model", args.model, "--dtype", args.dtype,
+                        "--long", str(args.long), "--long-only"], check=True)
+
+
+def long_probe(args) -> None:
+    """The blockwise sink probe of layer 0 over ``--long`` random tokens, in a fresh process."""
+    import interp
+    from interp.probes.sink import sink_scores
+
+    torch.set_num_threads(1)
+    model = interp.load_model(args.model, dtype=args.dtype)
+    n = min(args.long, model.cfg.n_ctx)
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(100, 20000, (1, n), generator=g)
+    before = rss_gb()
+    t0 = time.perf_counter()
+    long = sink_scores(model, toks, positions=[0, 1], layers=[0], method="blockwise")
+    print(f"{f'sink probe ({n}, L0)':<22} {time.perf_counter() - t0:8.1f} s  {rss_gb():6.2f} GB  "
+          f"fresh process (peak {before:.2f} GB after the load); {len(long)} scores, finite "
+          f"{bool(long.alpha.notna().all())}", flush=True)
 
 
 if __name__ == "__main__":
