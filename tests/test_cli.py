@@ -11,8 +11,11 @@ from interp.cli import main
 def test_models_command_lists_registry(capsys):
     assert main(["models", "--format", "csv"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "name,kind,params,cached,description"
+    assert out.splitlines()[0] == "name,kind,params,cached,copies,disk_mb,description"
     assert "smollm2-135m,pretrained,134515008" in out and "minilm-l6" in out
+    # the Qwen GGUFs store lm_head apart: HF unties it, so these are not the upstream 494M/1.54B
+    assert "qwen2.5-coder-0.5b,pretrained,630167424" in out
+    assert "qwen2.5-coder-1.5b,pretrained,1777088000" in out
 
 
 def test_help_lists_every_command():
