@@ -107,10 +107,11 @@ def close_or_refuse(got: torch.Tensor, want: torch.Tensor, who: str, what: str) 
     tool rebuilds from the model's modules (``got``) is not what the model's own forward
     computed (``want``, same shape): relative tolerance 1e-3 of ``want``'s scale in float32
     (3e-2 in half precision)."""
+    half = min(got.element_size(), want.element_size()) < 4      # before the float32 copies
     got, want = got.detach().float(), want.detach().float()
     scale = float(want.abs().max().clamp_min(1e-6))
     err = float((got - want).abs().max())
-    tol = (1e-3 if min(got.element_size(), want.element_size()) >= 4 else 3e-2) * scale
+    tol = (3e-2 if half else 1e-3) * scale
     if not err <= tol:
         raise Refused(
             f"{who}: {what} rebuilt from the layer's own modules differs from the model's "

@@ -487,3 +487,21 @@ def test_attribution_computes_no_parameter_gradient(toy_model):
             h.remove()
     assert fired == []
     assert all(p.grad is None for p in toy_model.parameters())
+
+
+def test_model_checks_use_the_half_precision_tolerance():
+    """The rebuilt-vs-forward check (``close_or_refuse``) allows 3e-2 of the scale in bf16 /
+    fp16 (their rounding) and 1e-3 in float32: a bf16 difference of 1% passes, a float32 one
+    is refused (the tolerance was once read after the float32 copies, refusing every bf16
+    model's EAP)."""
+    from interp.circuits.model import close_or_refuse
+    from interp.errors import Refused
+
+    want = torch.linspace(-1, 1, 64)
+    got = want * 1.01
+    for dtype in (torch.bfloat16, torch.float16):
+        close_or_refuse(got.to(dtype), want.to(dtype), "test", "x")
+    with pytest.raises(Refused, match="differs"):
+        close_or_refuse(got, want, "test", "x")
+    with pytest.raises(Refused, match="differs"):
+        close_or_refuse((want * 1.1).bfloat16(), want.bfloat16(), "test", "x")
