@@ -44,7 +44,7 @@ import torch
 
 from interp.circuits.attribution import _receiver_grads, _sender_deltas
 from interp.circuits.graph import HeadGraph
-from interp.circuits.model import activation_grads
+from interp.circuits.model import activation_grads, grad_hooks
 from interp.circuits.tasks import PatchingTask
 from interp.errors import InputError
 from interp.hooks import attach
@@ -105,19 +105,8 @@ def _interpolated_run(model, tokens: torch.Tensor, metric, point: str, base: tor
         return fn
 
     live: dict[str, torch.Tensor] = {}
-
-    def keeper(key: str):
-        def fn(act, hook):
-            # a fresh alias node, returned so downstream reads it: its gradient is what flows
-            # through this hook point only (one tensor may pass several hook points, e.g. the
-            # q/k/v inputs, and a bridge may hand a hook a reshaped view, e.g. hook_z)
-            live[key] = act.view_as(act)
-            return live[key]
-
-        return fn
-
     fwd = ([(point, lambda act, hook: x)] + [(n, saver(n)) for n in names]
-           + [(n, keeper(n)) for n in grad_names])
+           + grad_hooks(grad_names, live))
     with torch.enable_grad(), attach(model, fwd):
         logits = model(tokens.repeat(A, 1))
         m = sum(metric(logits[k * b:(k + 1) * b]) for k in range(A))

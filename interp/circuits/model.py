@@ -167,26 +167,34 @@ def run_cache(model, tokens: torch.Tensor, names: Sequence[str],
             model(tokens)
         return float("nan"), cache
     live: dict[str, torch.Tensor] = {}
-
-    def keeper(key: str):
-        def fn(act, hook):
-            cache[key] = act.detach()
-            # a fresh alias node, returned so downstream reads it: its gradient is what flows
-            # through this hook point only (one tensor may pass several hook points, e.g. the
-            # q/k/v inputs, and a bridge may hand a hook a reshaped view, e.g. hook_z)
-            live[key] = act.view_as(act)
-            return live[key]
-
-        return fn
-
-    with torch.enable_grad(), attach(model, [(n, keeper(n)) for n in names]):
+    with torch.enable_grad(), attach(model, grad_hooks(names, live, cache)):
         logits = model(tokens)
         m = grad_metric(logits)
     cache.update(activation_grads(m, live))
     return float(m.detach()), cache
 
 
-def activation_grads(metric: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def grad_hooks(names: Sequence[str], live: dict[str, torch.Tensor],
+               cache: dict[str, torch.Tensor] | None = None) -> list:
+    """Forward hooks for :func:`activation_grads`: each keeps its activation in ``live`` as a
+    fresh alias node and returns it, so downstream reads that node and its gradient is what
+    flows through this hook point only (one tensor may pass several hook points, e.g. the q/k/v
+    inputs, and a bridge may hand a hook a reshaped view, e.g. ``hook_z``); with ``cache``,
+    also the detached value, keyed by the name asked for."""
+    def keeper(key: str):
+        def fn(act, hook):
+            if cache is not None:
+                cache[key] = act.detach()
+            live[key] = act.view_as(act)
+            return live[key]
+
+        return fn
+
+    return [(n, keeper(n)) for n in names]
+
+
+def activation_grads(metric: torch.Tensor,
+                     acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``{"grad:" + name: d metric / d act}`` (detached, zeros where the metric does not depend
     on it) for the activations ``acts`` of the forward that gave the scalar ``metric``.
 
