@@ -309,6 +309,7 @@ def _cached_loop(model, rows, max_new_tokens, stops, tok, steps, record,
              for s in describe_layers(model)]
     pos = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)        # [b, P]
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    stop_ids = torch.tensor(sorted(stops), dtype=torch.long, device=device)
     with swap_attention(model, impls):
         feed = ids
         for _ in range(max_new_tokens):
@@ -321,7 +322,7 @@ def _cached_loop(model, rows, max_new_tokens, stops, tok, steps, record,
             nxt = logits[:, -1].argmax(-1).masked_fill(done, pad)      # [b]
             for i in torch.nonzero(~done).flatten().tolist():
                 new[i].append(int(nxt[i]))
-            done |= torch.tensor([bool(r) and r[-1] in stops for r in new], device=device)
+            done |= torch.isin(nxt, stop_ids)      # a finished row's pad changes nothing
             if bool(done.all()):
                 break
             pos = pos[:, -1:] + 1
