@@ -215,7 +215,7 @@ def _check(model, max_new_tokens: int, use_cache: bool) -> None:
 def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
              max_new_tokens: int = 64, *, chat: bool = False, stop_ids=None, tokenizer=None,
              cache_hooks: Sequence[str] = (), use_cache: bool = True,
-             scores: bool = False) -> BatchGeneration:
+             scores: bool = False, progress: bool | None = None) -> BatchGeneration:
     """Greedy generation for a batch of prompts on a hooked model, with a KV cache.
 
     Args:
@@ -233,6 +233,8 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
         use_cache: False runs a full forward per token and prompt (works with swapped
             layers; O(n^2)); ``cache_hooks`` then needs a single prompt.
         scores: also return each step's last-position logits (``scores``; cached path).
+        progress: a bar over the new tokens once generation has run 2 s (None: the
+            :mod:`interp.progress` setting).
 
     Returns:
         :class:`BatchGeneration`.
@@ -267,7 +269,7 @@ def generate(model, prompts: str | Sequence[str] | Sequence[int] | Sequence[Sequ
     with attach(model, [(h, recorder(h)) for h in cache_hooks]):
         if use_cache:
             new = _cached_loop(model, rows, max_new_tokens, stops, tok, steps, bool(cache_hooks),
-                               logits_seen if scores else None)
+                               logits_seen if scores else None, progress)
         else:
             if cache_hooks and len(rows) > 1:
                 raise InputError("generate: cache_hooks with use_cache=False needs one prompt")
@@ -294,8 +296,9 @@ def _pad_id(tok, stops: set[int]) -> int:
 
 
 def _cached_loop(model, rows, max_new_tokens, stops, tok, steps, record,
-                 logits_seen: list[Tensor] | None) -> list[list[int]]:
+                 logits_seen: list[Tensor] | None, progress: bool | None) -> list[list[int]]:
     from interp.families import describe_layers
+    from interp.progress import bar
     from interp.swap import swap_attention
 
     device = next(model.parameters()).device
@@ -310,9 +313,11 @@ def _cached_loop(model, rows, max_new_tokens, stops, tok, steps, record,
     pos = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 1)        # [b, P]
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
     stop_ids = torch.tensor(sorted(stops), dtype=torch.long, device=device)
-    with swap_attention(model, impls):
+    with swap_attention(model, impls), bar(total=max_new_tokens, desc="generate", unit="token",
+                                           delay=2.0, show=progress) as shown:
         feed = ids
         for _ in range(max_new_tokens):
+            shown.update(1)
             if record:
                 steps.append({})
             logits = model(feed, position_ids=pos)                     # [b, n, vocab]

@@ -148,7 +148,8 @@ def greedy_ids(model, prompt_ids: Sequence[int], max_new_tokens: int = 64,
         if not model.__dict__.get("_interp_swapped_layers"):
             from interp.decoding import generate
 
-            out = generate(model, [list(prompt_ids)], max_new_tokens, stop_ids=sorted(stops))
+            out = generate(model, [list(prompt_ids)], max_new_tokens, stop_ids=sorted(stops),
+                           progress=False)
             return out.new_ids[0], out.stopped[0]
         for _ in range(max_new_tokens):
             logits = model(ids)                                              # [1, seq, vocab]
