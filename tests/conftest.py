@@ -28,6 +28,13 @@ def pytest_configure(config):
     import os
 
     os.environ["INTERP_DEVICE"] = config.getoption("--device")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        # pytest-xdist (the README's test command runs 2 workers): split the cores between
+        # the workers, and their child processes, instead of each spinning on all of them
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @pytest.fixture(scope="session")
@@ -96,16 +103,9 @@ def _seed():
 def toy_induction_dir():
     """Folder of the default toy induction recipe in the interp cache (main model; the
     1-layer control sits beside it as ``<name>-control``); trained once if missing."""
-    from interp.models.toy import resolve_toy_path
-    from interp.recipes.toy_induction import ToyInductionConfig, default_dir, train_toy_induction
+    from interp.recipes.toy_induction import ToyInductionConfig, ensure_toy_induction
 
-    cfg = ToyInductionConfig()
-    try:
-        resolve_toy_path(cfg.name)
-        resolve_toy_path(f"{cfg.name}-control")
-    except FileNotFoundError:
-        train_toy_induction(cfg, progress=False)
-    return default_dir(cfg.name)
+    return ensure_toy_induction(ToyInductionConfig())
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ import torch
 
 from interp.config import to_dict
 from interp.errors import InputError
+from interp.models.build_lock import build_lock
 from interp.models.cache import cache_dir
 from interp.models.toy import (ToyConfig, ToyRecipeMismatch, build_toy, check_recipe,
                                save_toy, token_losses, train_toy)
@@ -196,6 +197,13 @@ def ensure_toy_induction(cfg: ToyInductionConfig = ToyInductionConfig(),
     if on_mismatch not in ("retrain", "refuse"):
         raise InputError(f"on_mismatch must be 'retrain' or 'refuse', got {on_mismatch!r}")
     out = Path(out_dir) if out_dir else default_dir(cfg.name)
+    with build_lock(out, f"the toy model {out.name}"):     # one trainer per checkpoint
+        return _ensure_under_lock(cfg, out, on_mismatch, progress)
+
+
+def _ensure_under_lock(cfg: ToyInductionConfig, out: Path, on_mismatch: str,
+                       progress: bool) -> Path:
+    """:func:`ensure_toy_induction` once the checkpoint's build lock is held."""
     wanted = [(out, recipe(cfg, "main"))]
     if cfg.control:
         wanted.append((out.parent / f"{out.name}-control", recipe(cfg, "control")))
