@@ -103,9 +103,15 @@ class CircuitRunner:
         self.sender_index = {n: i for i, n in enumerate(self.senders.name)}
         self.head_index = [[self.sender_index[f"L{l}H{h}"] for h in range(g.n_heads)]
                            for l in range(g.n_layers)]
+        # per receiver column: 1 + its last possible sender's row (senders are in layer order)
+        self._upto = [int(c.nonzero().max()) + 1 if c.any() else 0 for c in self.valid.T]
         self.receivers_of: dict[tuple[int, str], list[int]] = {}
         for j, r in enumerate(self.receivers.itertuples()):
             self.receivers_of.setdefault((r.layer, r.input), []).append(j)
+
+    def upstream(self, cols: list[int]) -> int:
+        """How many sender rows (a prefix, senders being in layer order) can feed ``cols``."""
+        return max(self._upto[j] for j in cols)
 
     @property
     def empty_metric(self) -> float:
@@ -137,7 +143,11 @@ class _CircuitForward:
         g = runner.graph
         self.runner, self.model, self.g, self.corr = runner, runner.model, g, runner.corr
         self.mask = mask & runner.valid
-        self.deltas: dict[int, torch.Tensor] = {0: runner.embed_delta}  # sender idx -> [b, n, d]
+        self.deltas: dict[int, torch.Tensor] = {}       # sender idx -> [b, n, d] (buf rows)
+        self.buf: torch.Tensor | None = None            # [n_senders, b, n, d], zero unless fed
+        self.fed_rows = torch.zeros(len(runner.senders), dtype=torch.bool,
+                                    device=runner.valid.device)
+        self.record(0, runner.embed_delta)
         self.z_now: dict[int, torch.Tensor] = {}        # post-norm layers: z of this forward
         self.joint: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         # heads whose q/k/v were fed (a head none of whose inputs is fed writes its base z)
@@ -156,12 +166,42 @@ class _CircuitForward:
             self.joint[(l, heads)] = attn_write(self.model, l, z) - r.base_write[l]
         return self.joint[(l, heads)]
 
-    def rebuilt(self, j: int, base: torch.Tensor) -> torch.Tensor | None:
-        """Receiver column ``j``'s input ``[b, n, d_model]``: ``base`` plus the deltas of its
-        senders in the mask (None when nothing is added)."""
+    def record(self, sender: int, delta: torch.Tensor) -> None:
+        """Keep sender ``sender``'s delta ``[b, n, d_model]`` of this forward (a row of the
+        buffer :meth:`summed` multiplies)."""
+        if self.buf is None:
+            self.buf = delta.new_zeros(len(self.runner.senders), *delta.shape)
+        self.buf[sender] = delta
+        self.fed_rows[sender] = True
+        self.deltas[sender] = self.buf[sender]
+
+    def summed(self, cols: list[int]) -> list[torch.Tensor | None]:
+        """For each receiver column in ``cols``: the sum ``[b, n, d_model]`` of the deltas of
+        its senders in the mask that were fed in this forward (None when there are none).
+        One matrix product (columns x senders) @ (senders x activations) instead of a tensor
+        sum per edge: senders are ordered by layer, so a receiver's senders are a prefix of
+        the buffer; a sparse set of rows is gathered first, a dense one is read in place."""
+        upto = self.runner.upstream(cols)
+        fed = self.fed_rows[:upto]
+        sub = self.mask[:upto, cols] & fed[:, None]                    # [upto, cols]
+        got = sub.any(0).tolist()
+        if not any(got):
+            return [None] * len(cols)
+        rows = sub.any(1).nonzero(as_tuple=True)[0]
+        acts = self.buf[:upto]
+        if 4 * len(rows) < upto:                                       # sparse: gather
+            acts, sub = acts.index_select(0, rows), sub[rows]
+        weights = sub.T.to(acts.dtype)                                  # [cols, senders]
+        sums = (weights @ acts.flatten(1)).view(len(cols), *acts.shape[1:])
+        return [sums[i] if g else None for i, g in enumerate(got)]
+
+    def rebuilt(self, j: int, base: torch.Tensor,
+                delta: torch.Tensor | None) -> torch.Tensor | None:
+        """Receiver column ``j``'s input ``[b, n, d_model]``: ``base`` plus ``delta`` (the
+        summed deltas of its senders in the mask, :meth:`summed`) plus, on post-norm layers,
+        the joint writes of its heads (None when nothing is added)."""
         r, g, mask = self.runner, self.g, self.mask
-        src = mask[:, j].nonzero(as_tuple=True)[0].tolist()
-        parts = [self.deltas[s] for s in src if s in self.deltas]
+        parts = [] if delta is None else [delta]
         for l in g.post_norm:
             if not r.valid[r.head_index[l][0], j]:
                 continue                                     # not upstream of j
@@ -182,8 +222,9 @@ class _CircuitForward:
 
         def put(act, hook):
             out = corr[f"blocks.{l}.attn.hook_{x}"].expand_as(act).clone()
-            for j in r.receivers_of[(l, x)]:
-                inp = self.rebuilt(j, resid.expand(act.shape[0], -1, -1))
+            cols = r.receivers_of[(l, x)]
+            for j, delta in zip(cols, self.summed(cols)):
+                inp = self.rebuilt(j, resid.expand(act.shape[0], -1, -1), delta)
                 if inp is not None:
                     h = int(r.receivers["head"].iat[j])
                     out[:, :, h] = project(self.model, l, x, inp, h).to(out.dtype)
@@ -207,7 +248,7 @@ class _CircuitForward:
                 return z
             outs = head_outputs(self.model, l, z - base)
             for h in fed.nonzero(as_tuple=True)[0].tolist():     # live senders only
-                self.deltas[r.head_index[l][h]] = outs[h]
+                self.record(r.head_index[l][h], outs[h])
             return z
 
         return grab_z
@@ -219,7 +260,8 @@ class _CircuitForward:
 
         def mlp_in(act, hook):
             base = corr[f"blocks.{l}.ln2.hook_in"].expand_as(act)
-            inp = self.rebuilt(r.receivers_of[(l, "in")][0], base)
+            j = r.receivers_of[(l, "in")][0]
+            inp = self.rebuilt(j, base, self.summed([j])[0])
             self.fed_mlp[l] = inp is not None
             return base.clone() if inp is None else inp
 
@@ -227,14 +269,15 @@ class _CircuitForward:
             base = corr[f"blocks.{l}.hook_mlp_out"].expand_as(act)
             if not self.fed_mlp[l]:
                 return base.clone()
-            self.deltas[r.sender_index[f"MLP{l}"]] = act - base
+            self.record(r.sender_index[f"MLP{l}"], act - base)
 
         return [(f"blocks.{l}.ln2.hook_in", mlp_in), (f"blocks.{l}.hook_mlp_out", mlp_out)]
 
     def final(self, act, hook):
         """Hook on ``ln_final.hook_in``: the logits' rebuilt input."""
         base = self.corr["ln_final.hook_in"].expand_as(act)
-        inp = self.rebuilt(len(self.runner.receivers) - 1, base)
+        j = len(self.runner.receivers) - 1
+        inp = self.rebuilt(j, base, self.summed([j])[0])
         return base.clone() if inp is None else inp
 
     def hooks(self) -> list:
