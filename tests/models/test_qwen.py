@@ -140,6 +140,9 @@ def test_bf16_copy_is_half_the_bytes_and_the_cast_weights(qwen05, qwen05_bf16):
 # bf16 keeps 8 bits of mantissa: attention weights (in [0, 1]) move by a few 1e-3 on this
 # model; the tolerances below are stated for probe scores, which average such weights.
 BF16_SCORE_TOL = 0.03
+# per-head patching effects on the normalised scale (a share of clean - corrupted, which is
+# ~9.6 logits on the docstring task): bf16 logits carry ~0.05 of rounding noise
+BF16_PATCH_TOL = 0.03
 
 
 def test_bf16_induction_probe_within_tolerance(qwen05, qwen05_bf16):
@@ -185,3 +188,22 @@ def test_1p5b_logits_match_hf_gguf(tmp_path):
     with interp.swap_attention(model, "softmax"), torch.no_grad():
         swapped = model(ids)
     assert (swapped - ours).abs().max().item() <= 1e-5 * ours.abs().max().item()
+
+
+def test_bf16_head_patching_within_tolerance(qwen05, qwen05_bf16):
+    """Per-head activation patching on the docstring task (the layers of its circuit) in
+    bfloat16 gives float32's effects within a stated tolerance on the normalised scale
+    (0 = corrupted, 1 = clean), and the same strongest head."""
+    from interp.circuits import docstring_task, patch_heads
+
+    task = docstring_task(qwen05, n=4, seed=0)
+    kw = dict(layers=[16, 21], progress=False)
+    ref = patch_heads(qwen05, task, **kw)
+    half = patch_heads(qwen05_bf16, task, **kw)
+    assert half[["layer", "head"]].equals(ref[["layer", "head"]])
+    assert ref.attrs["clean"] > 2 and ref.attrs["corrupted"] < 0      # the task is done
+    diff = (ref["normalised"] - half["normalised"]).abs().max()
+    assert diff <= BF16_PATCH_TOL, diff
+    top = ref["normalised"].idxmax()
+    assert ref["normalised"][top] > 5 * BF16_PATCH_TOL                   # an effect to keep
+    assert top in half["normalised"].nlargest(2).index
