@@ -109,7 +109,8 @@ def node_attribution(model, task: PatchingTask, cache: dict | None = None, *,
         steps, ig_on, max_batch: EAP-IG's number of points (``alpha = k / steps``,
             ``k = 1..steps``), what is interpolated (``"inputs"``: the input embeddings;
             ``"activations"``: each layer's ``hook_z``, one layer at a time) and the most rows
-            per forward (None: all points of a pass in one forward). Ignored by ``"eap"``.
+            per forward (None: one point per forward, the least memory; an integer puts
+            ``max_batch // batch`` points in one forward, for a GPU). Ignored by ``"eap"``.
 
     Raises:
         InputError: unknown ``method`` / ``ig_on``, ``steps`` or ``max_batch`` not >= 1.

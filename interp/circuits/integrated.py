@@ -18,7 +18,11 @@ inputs for edges, ``hook_z`` for nodes, ``hook_resid_pre`` of block 0 for
 :func:`input_attribution`) is averaged over the ``steps`` runs. Edge score =
 ``(out_clean - out_base)[sender] . mean_k d metric / d input_r`` (the receiver gradient of EAP:
 the residual stream as read by that input only). Cost: ``steps`` forwards + backwards of the
-batch, batched ``max_batch // batch`` points per forward.
+batch: one point per forward by default, ``max_batch // batch`` points per forward when
+``max_batch`` is given. One at a time is the default because the saved activations of a
+forward grow with its rows: on Qwen2.5-Coder-0.5B (docstring task, 8 x 37 tokens, 5 steps,
+CPU) all 5 points in one forward peak at 11.6 GB RSS and take 69 s, one per forward at 5.3 GB
+and 55 s (same scores).
 
 ``ig_on="activations"`` (Marks et al. 2024, "Sparse Feature Circuits", integrated gradients
 per submodule): each *node* is interpolated on its own, everything else running normally
@@ -78,8 +82,8 @@ def ig_alphas(steps: int) -> torch.Tensor:
 
 def _chunks(steps: int, batch: int, max_batch: int | None) -> list[torch.Tensor]:
     """The alphas split so that a forward holds at most ``max_batch`` rows (at least one
-    point per forward)."""
-    per = steps if max_batch is None else max(1, max_batch // batch)
+    point per forward; None: one point per forward)."""
+    per = 1 if max_batch is None else max(1, max_batch // batch)
     return list(ig_alphas(steps).split(per))
 
 

@@ -304,16 +304,28 @@ def test_mean_ablation_one_step_is_eap_at_the_clean_run(toy_model):
 
 
 def test_max_batch_splits_forwards_not_results(toy_model):
-    """Points spread over several forwards (2 of 5 per forward here) give the same edge,
-    head and input scores as one forward."""
+    """The default (one point per forward: rows = the task's batch, as a hook on the model
+    sees), 2 of 5 points per forward and all 5 in one forward give the same edge, head and
+    input scores."""
+    from interp.hooks import attach
+
     task = induction_task(toy_model, batch=4, seg_len=6, seed=1)
+    rows = []
+
+    def seen(act, hook):
+        rows.append(act.shape[0])
+
     for ig_on in ("inputs", "activations"):
         kw = dict(method="eap-ig", steps=5, ig_on=ig_on)
-        one = edge_attribution(toy_model, task, **kw)
-        split = edge_attribution(toy_model, task, max_batch=8, **kw)
-        assert (one - split).abs().max() <= 1e-5 * one.abs().max()
+        rows.clear()
+        with attach(toy_model, [("blocks.0.hook_resid_pre", seen)]):
+            one = edge_attribution(toy_model, task, **kw)
+        assert rows and set(rows[-5:]) == {4}                  # the IG runs: one point each
+        for mb in (8, 20):
+            split = edge_attribution(toy_model, task, max_batch=mb, **kw)
+            assert (one - split).abs().max() <= 1e-5 * one.abs().max()
         one = _node_tensor(node_attribution(toy_model, task, **kw))
-        split = _node_tensor(node_attribution(toy_model, task, max_batch=8, **kw))
+        split = _node_tensor(node_attribution(toy_model, task, max_batch=20, **kw))
         assert (one - split).abs().max() <= 1e-5 * one.abs().max()
     one = input_attribution(toy_model, task, 5)
     split = input_attribution(toy_model, task, 5, max_batch=8)
