@@ -9,10 +9,10 @@ The masks: the top-``n`` edges by |EAP score| (``edge_attribution(method="eap")`
 on the log-spaced counts of ``faithfulness_curve`` (0 .. every edge), on the IOI task
 (``ioi_task(model, n=--batch)``) of ``--model`` (default smollm2-135m). For each mask: the
 metric with the runner as it is (``summed``: one matrix product per receiver group over the
-senders it reads) and with ``summed`` replaced by per-edge tensor sums (the rule as
-:mod:`interp.circuits.runner` states it: each receiver's fed senders in the mask, added one
-at a time), their ratio and the absolute difference of the two metrics. A plain forward of
-the corrupted prompts is timed for scale.
+senders it reads) and with ``summed`` replaced by its naive reference ``summed_per_edge``
+(the rule as :mod:`interp.circuits.runner` states it: each receiver's fed senders in the
+mask, added one at a time), their ratio and the absolute difference of the two metrics. A
+plain forward of the corrupted prompts is timed for scale.
 
 Printed lines: one header, one line per mask ``n_edges  per-edge s  batched s  ratio
 |diff|``, and a total line (the whole curve: per-edge / batched).
@@ -26,16 +26,6 @@ import statistics
 import time
 
 import torch
-
-
-def per_edge_sums(self, cols):
-    """The reference: each column's fed senders in the mask, their deltas added in turn."""
-    out = []
-    for j in cols:
-        parts = [self.deltas[s] for s in self.mask[:, j].nonzero().flatten().tolist()
-                 if s in self.deltas]
-        out.append(sum(parts) if parts else None)
-    return out
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -80,7 +70,7 @@ def main() -> None:
         mask = ranking.top(n).to(runner.valid.device)
         new_t, new_v = timed(lambda: runner.metric(mask), args.repeats)
         saved = R._CircuitForward.summed
-        R._CircuitForward.summed = per_edge_sums
+        R._CircuitForward.summed = R._CircuitForward.summed_per_edge
         try:
             ref_t, ref_v = timed(lambda: runner.metric(mask), args.repeats)
         finally:

@@ -195,6 +195,17 @@ class _CircuitForward:
         sums = (weights @ acts.flatten(1)).view(len(cols), *acts.shape[1:])
         return [sums[i] if g else None for i, g in enumerate(got)]
 
+    def summed_per_edge(self, cols: list[int]) -> list[torch.Tensor | None]:
+        """The naive reference of :meth:`summed`: each column's fed senders in the mask,
+        their deltas added one at a time (tests and ``benchmarks/circuit_runner.py`` put it
+        in :meth:`summed`'s place)."""
+        out = []
+        for j in cols:
+            parts = [self.deltas[s] for s in self.mask[:, j].nonzero().flatten().tolist()
+                     if s in self.deltas]
+            out.append(sum(parts) if parts else None)
+        return out
+
     def rebuilt(self, j: int, base: torch.Tensor,
                 delta: torch.Tensor | None) -> torch.Tensor | None:
         """Receiver column ``j``'s input ``[b, n, d_model]``: ``base`` plus ``delta`` (the
