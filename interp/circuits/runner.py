@@ -143,7 +143,6 @@ class _CircuitForward:
         g = runner.graph
         self.runner, self.model, self.g, self.corr = runner, runner.model, g, runner.corr
         self.mask = mask & runner.valid
-        self.deltas: dict[int, torch.Tensor] = {}       # sender idx -> [b, n, d] (buf rows)
         self.buf: torch.Tensor | None = None            # [n_senders, b, n, d], zero unless fed
         self.fed_rows = torch.zeros(len(runner.senders), dtype=torch.bool,
                                     device=runner.valid.device)
@@ -173,7 +172,6 @@ class _CircuitForward:
             self.buf = delta.new_zeros(len(self.runner.senders), *delta.shape)
         self.buf[sender] = delta
         self.fed_rows[sender] = True
-        self.deltas[sender] = self.buf[sender]
 
     def summed(self, cols: list[int]) -> list[torch.Tensor | None]:
         """For each receiver column in ``cols``: the sum ``[b, n, d_model]`` of the deltas of
@@ -201,8 +199,8 @@ class _CircuitForward:
         in :meth:`summed`'s place)."""
         out = []
         for j in cols:
-            parts = [self.deltas[s] for s in self.mask[:, j].nonzero().flatten().tolist()
-                     if s in self.deltas]
+            parts = [self.buf[s] for s in self.mask[:, j].nonzero().flatten().tolist()
+                     if self.fed_rows[s]]
             out.append(sum(parts) if parts else None)
         return out
 

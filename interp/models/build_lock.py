@@ -23,32 +23,29 @@ __all__ = ["build_lock"]
 
 
 @contextmanager
-def build_lock(target: Path, what: str) -> Iterator[bool]:
+def build_lock(target: Path, what: str) -> Iterator[None]:
     """Hold the exclusive build lock of the cached copy ``target`` (a folder path).
 
     Args:
         target: the copy's folder; the lock file is ``.<target.name>.lock`` beside it.
         what: the copy's name, for the waiting message.
 
-    Yields:
-        True if another process held the lock first (so the caller should look again for a
-        copy that process may have finished), False if it was free.
+    The caller looks again for the copy once inside: the process it waited for may have
+    built it.
     """
     if fcntl is None:                                # pragma: no cover - not POSIX
-        yield False
+        yield
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
     with open(path, "a+") as fh:
-        waited = False
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"interp: another process is building {what}; waiting for it ({path})",
                   file=sys.stderr)
             fcntl.flock(fh, fcntl.LOCK_EX)
-            waited = True
         try:
-            yield waited
+            yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
